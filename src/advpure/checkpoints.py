@@ -1,0 +1,114 @@
+"""Checkpoints are ``<stem>.safetensors`` (weights) + ``<stem>.json`` (architecture, metadata).
+
+Loading never unpickles: weights come from safetensors only, the architecture from JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from advpure.errors import CheckpointError
+from advpure.io import write_atomic, write_json_atomic
+
+FORMAT = "advpure-checkpoint-v1"
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, config)`` paths of a checkpoint given its stem or either file."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in {".safetensors", ".json"} else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    net: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s state dict and its architecture ``net`` (``_target_`` + kwargs).
+
+    Returns the stem path. Both files are written atomically.
+    """
+    weights_path, config_path = checkpoint_paths(path)
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    write_atomic(weights_path, lambda tmp: save_file(tensors, str(tmp)))
+    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    write_json_atomic(
+        config_path,
+        {
+            "format": FORMAT,
+            "net": net,
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "sha256": digest,
+            "metadata": metadata or {},
+        },
+    )
+    return weights_path.with_suffix("")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, config)``; ``CheckpointError`` naming the file if missing or damaged."""
+    weights_path, config_path = checkpoint_paths(path)
+    for file in (weights_path, config_path):
+        if not file.is_file():
+            raise CheckpointError(
+                f"checkpoint file not found: {file} (an advpure checkpoint is a pair "
+                f"<stem>.safetensors + <stem>.json; train one with a train_* task or fix the path)"
+            )
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"checkpoint config is not valid JSON: {config_path} ({error})") from None
+    if config.get("format") != FORMAT or "net" not in config:
+        raise CheckpointError(f"{config_path} is not an advpure checkpoint config (format {FORMAT!r})")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"cannot read weights {weights_path}: {error} (truncated or not a safetensors file)"
+        ) from None
+    return state, config
+
+
+def load_weights(model: nn.Module, path: str | Path, *, net: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint into ``model`` strictly; returns the checkpoint's JSON config.
+
+    Raises ``CheckpointError`` if the stored architecture differs from ``net`` or any key or
+    shape differs from ``model``'s.
+    """
+    state, config = read_checkpoint(path)
+    if net is not None and _plain(config["net"]) != _plain(net):
+        raise CheckpointError(
+            f"checkpoint {checkpoint_paths(path)[1]} was saved for architecture {config['net']}, "
+            f"but the config asks for {net}; point at a matching checkpoint or change the net"
+        )
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_paths(path)[0]} does not fit the model: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}"
+        )
+    model.load_state_dict(state, strict=True)
+    return config
+
+
+def _plain(value: Any) -> Any:
+    """JSON round-trip so tuples/lists and Enums compare equal."""
+    return json.loads(json.dumps(value, default=str))

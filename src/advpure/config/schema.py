@@ -1,0 +1,383 @@
+"""Structured-config schemas: one dataclass per config-group option, one root schema.
+
+Each YAML option under ``conf/<group>/`` extends its schema (``defaults: [/schema/<group>/<name>@_here_]``),
+so Hydra rejects unknown keys and wrong types when composing, and the ``__post_init__`` range
+checks run once at start-up through :func:`advpure.config.validate.validate_config`.
+Fields that are constructor arguments sit next to ``_target_``; everything is instantiated
+through :func:`advpure.instantiate.build`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from advpure.config.checks import require_at_least, require_interval
+from advpure.config.enums import (
+    Accelerator,
+    AutoAttackVersion,
+    CifarVariant,
+    GradMode,
+    Norm,
+    SdeMethod,
+    TaskName,
+)
+
+# ----------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class DatasetSchema:
+    """A LightningDataModule giving NCHW float images in [0, 1] and integer labels."""
+
+    _target_: str = MISSING
+    batch_size: int = 128
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        require_at_least("batch_size", self.batch_size, 1)
+        require_at_least("num_workers", self.num_workers, 0)
+
+
+@dataclass
+class DigitsSchema(DatasetSchema):
+    """scikit-learn's embedded 8x8 digits (1797 images, 10 classes), stratified seeded split."""
+
+    _target_: str = "advpure.data.digits.DigitsDataModule"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_interval("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+
+
+@dataclass
+class CifarSchema(DatasetSchema):
+    """torchvision CIFAR-10/100 read from a local folder; downloads only if ``download: true``."""
+
+    _target_: str = "advpure.data.cifar.CifarDataModule"
+    variant: CifarVariant = CifarVariant.cifar10
+    root: str = MISSING
+    download: bool = False
+
+
+# -------------------------------------------------------------------- classifier, diffusion
+
+
+@dataclass
+class ModelSchema:
+    """A network (``net``: ``_target_`` + constructor arguments) and optional weights.
+
+    ``checkpoint`` is an advpure checkpoint (``<path>.safetensors`` + ``<path>.json``);
+    its JSON names the architecture, which must equal ``net``.
+    """
+
+    net: Any = MISSING
+    checkpoint: str | None = None
+
+
+@dataclass
+class ClassifierSchema(ModelSchema):
+    """Classifier: (B, C, H, W) in [0, 1] -> logits (B, num_classes); normalizes inside."""
+
+
+@dataclass
+class DiffusionSchema(ModelSchema):
+    """Noise-prediction backbone behind the one signature (x in [-1, 1], t in [0, 1]) -> eps.
+
+    ``pretrained``: a local diffusers-format folder (``config.json`` +
+    ``diffusion_pytorch_model.safetensors``) or, on an online machine, a hub id; read with
+    ``from_pretrained(use_safetensors=True)``. Set at most one of ``checkpoint`` and ``pretrained``.
+    """
+
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.pretrained is not None:
+            from advpure.errors import ConfigError
+
+            raise ConfigError(
+                "pretrained",
+                "is set together with 'checkpoint'",
+                "set only one of the two (null the other)",
+            )
+
+
+# ----------------------------------------------------------------------------- purifier
+
+
+@dataclass
+class PurifierSchema:
+    """Every purifier maps (B, C, H, W) in [0, 1] to the same; built with the backbone."""
+
+    _target_: str = MISSING
+    grad_mode: GradMode = GradMode.full
+
+
+@dataclass
+class IdentityPurifierSchema(PurifierSchema):
+    """No purification (the undefended classifier)."""
+
+    _target_: str = "advpure.purifiers.identity.IdentityPurifier"
+
+
+@dataclass
+class DiffPureSchema(PurifierSchema):
+    """DiffPure: diffuse to t*, solve the reverse VP-SDE from t* to 0 with torchsde."""
+
+    _target_: str = "advpure.purifiers.diffpure.DiffPure"
+    t_star: float = 0.1
+    dt: float = 1e-3
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    method: SdeMethod = SdeMethod.euler
+
+    def __post_init__(self) -> None:
+        require_interval("t_star", self.t_star, 0.0, 1.0, low_open=True)
+        require_interval("dt", self.dt, 0.0, self.t_star, low_open=True)
+        require_interval("beta_min", self.beta_min, 0.0, low_open=True)
+        require_interval("beta_max", self.beta_max, self.beta_min, low_open=True)
+
+
+# ------------------------------------------------------------------------------- attack
+
+
+@dataclass
+class AttackSchema:
+    """Every attack: ``attack(model, x, y) -> x_adv`` with x, x_adv (B, C, H, W) in [0, 1].
+
+    ``eps: null`` takes the dataset's standard budget for ``norm``. ``n_iter`` and ``n_eot``
+    are the family's budget knobs (iterations per run; gradient samples per iteration);
+    ``null`` keeps the attack's own published value.
+    """
+
+    _target_: str = MISSING
+    norm: Norm = Norm.Linf
+    eps: float | None = None
+    n_iter: int | None = None
+    n_eot: int | None = None
+
+    def __post_init__(self) -> None:
+        # [0, 1] data: an Linf budget above 1 covers the whole cube; L2 budgets may exceed 1.
+        high = 1.0 if self.norm == Norm.Linf else float("inf")
+        require_interval("eps", self.eps, 0.0, high, low_open=True, allow_none=True)
+        require_at_least("n_iter", self.n_iter, 1, allow_none=True)
+        require_at_least("n_eot", self.n_eot, 1, allow_none=True)
+
+
+@dataclass
+class NoAttackSchema(AttackSchema):
+    """Clean evaluation only."""
+
+    _target_: str = "advpure.attacks.none.NoAttack"
+
+
+@dataclass
+class AutoAttackSchema(AttackSchema):
+    """AutoAttack (pyautoattack) on the defended model, gradients through the purifier."""
+
+    _target_: str = "advpure.attacks.autoattack.AutoAttackRunner"
+    version: AutoAttackVersion = AutoAttackVersion.rand
+    attacks: list[str] | None = None
+    n_restarts: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+@dataclass
+class HardwareSchema:
+    """Lightning Trainer placement: accelerator, devices, strategy, precision."""
+
+    accelerator: Accelerator = Accelerator.cpu
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+
+    def __post_init__(self) -> None:
+        require_at_least("num_nodes", self.num_nodes, 1)
+        if isinstance(self.devices, int):
+            require_at_least("devices", self.devices, 1)
+
+
+# ------------------------------------------------------------------------------- logger
+
+
+@dataclass
+class LoggerSchema:
+    """A Lightning logger (``_target_: null`` for none)."""
+
+    _target_: str | None = None
+
+
+@dataclass
+class WandbLoggerSchema(LoggerSchema):
+    """Weights & Biases; offline by default (no account or network needed)."""
+
+    _target_: str | None = "pytorch_lightning.loggers.WandbLogger"
+    project: str = "advpure"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    offline: bool = True
+    save_dir: str = "."
+
+
+@dataclass
+class CsvLoggerSchema(LoggerSchema):
+    """Lightning's CSV logger (metrics.csv in the run folder)."""
+
+    _target_: str | None = "pytorch_lightning.loggers.CSVLogger"
+    save_dir: str = "."
+    name: str = "csv"
+
+
+# --------------------------------------------------------------------------------- task
+
+
+@dataclass
+class TaskSchema:
+    """What run.py does; ``name`` selects the task function."""
+
+    name: TaskName = MISSING
+
+
+@dataclass
+class EvaluateTaskSchema(TaskSchema):
+    """Attack the undefended and the purified classifier on the first ``n_images`` test images."""
+
+    name: TaskName = TaskName.evaluate
+    n_images: int = 512
+    batch_size: int = 64
+    n_panel: int = 8
+
+    def __post_init__(self) -> None:
+        require_at_least("n_images", self.n_images, 1)
+        require_at_least("batch_size", self.batch_size, 1)
+        require_at_least("n_panel", self.n_panel, 0)
+
+
+@dataclass
+class AdversarialTrainingSchema:
+    """PGD adversarial training (Madry et al.); off unless ``enabled``."""
+
+    enabled: bool = False
+    norm: Norm = Norm.Linf
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        require_interval("eps", self.eps, 0.0, 1.0)
+        require_interval("step_size", self.step_size, 0.0, low_open=True)
+        require_at_least("steps", self.steps, 1)
+
+
+@dataclass
+class TrainClassifierTaskSchema(TaskSchema):
+    """Train the ``classifier`` on ``dataset``; writes ``classifier.safetensors`` + ``.json``."""
+
+    name: TaskName = TaskName.train_classifier
+    max_epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    adversarial: AdversarialTrainingSchema = field(default_factory=AdversarialTrainingSchema)
+    export_to: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least("max_epochs", self.max_epochs, 1)
+        require_interval("lr", self.lr, 0.0, low_open=True)
+        require_interval("weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass
+class TrainDiffusionTaskSchema(TaskSchema):
+    """Train an epsilon-prediction DDPM (linear betas over 1000 steps) with EMA weights."""
+
+    name: TaskName = TaskName.train_diffusion
+    max_steps: int = 20000
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_train_timesteps: int = 1000
+    grad_clip: float = 1.0
+    n_samples: int = 64
+    sample_dt: float = 1e-3
+    export_to: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least("max_steps", self.max_steps, 1)
+        require_interval("lr", self.lr, 0.0, low_open=True)
+        require_at_least("warmup_steps", self.warmup_steps, 0)
+        require_interval("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        require_interval("beta_start", self.beta_start, 0.0, 1.0, low_open=True, high_open=True)
+        require_interval("beta_end", self.beta_end, self.beta_start, 1.0, high_open=True)
+        require_at_least("num_train_timesteps", self.num_train_timesteps, 2)
+        require_at_least("n_samples", self.n_samples, 0)
+        require_interval("sample_dt", self.sample_dt, 0.0, 1.0, low_open=True)
+
+
+# --------------------------------------------------------------------------------- root
+
+
+@dataclass
+class PathsSchema:
+    """Where shipped checkpoints and local datasets live."""
+
+    root: str = MISSING
+    checkpoints: str = MISSING
+    data: str = MISSING
+
+
+@dataclass
+class RootSchema:
+    """The whole config: one typed field per group."""
+
+    dataset: DatasetSchema = MISSING
+    classifier: ClassifierSchema = MISSING
+    diffusion: DiffusionSchema = MISSING
+    purifier: PurifierSchema = MISSING
+    attack: AttackSchema = MISSING
+    hardware: HardwareSchema = MISSING
+    logger: LoggerSchema = MISSING
+    task: TaskSchema = MISSING
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    seed: int = 0
+    budget: str = "published"
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"digits": DigitsSchema, "cifar": CifarSchema},
+    "classifier": {"base": ClassifierSchema},
+    "diffusion": {"base": DiffusionSchema},
+    "purifier": {"none": IdentityPurifierSchema, "diffpure": DiffPureSchema},
+    "attack": {"none": NoAttackSchema, "autoattack": AutoAttackSchema},
+    "hardware": {"base": HardwareSchema},
+    "logger": {"none": LoggerSchema, "wandb": WandbLoggerSchema, "csv": CsvLoggerSchema},
+    "task": {
+        "evaluate": EvaluateTaskSchema,
+        "train_classifier": TrainClassifierTaskSchema,
+        "train_diffusion": TrainDiffusionTaskSchema,
+    },
+}
+
+
+def register_schemas() -> None:
+    """Store the root schema as ``advpure_schema`` and each option schema as ``schema/<group>/<name>``."""
+    store = ConfigStore.instance()
+    store.store(name="advpure_schema", node=RootSchema)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)

@@ -1,0 +1,1 @@
+"""Diffusion math (schedules, no weights) and noise-prediction backbones (weights, no math)."""

@@ -1,0 +1,1 @@
+"""Evaluation: the defended model, the Lightning test loop, metrics and result files."""

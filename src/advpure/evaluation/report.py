@@ -1,0 +1,113 @@
+"""Result files: results.json, records.csv, results.md (summary table) and panel.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advpure.evaluation.metrics import accuracy
+from advpure.io import write_atomic, write_json_atomic, write_text_atomic
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Single-draw accuracies (robust = correct on clean and on adversarial) with Wilson intervals."""
+    n = len(records)
+
+    def count(*columns: str) -> int:
+        return sum(all(r[c] == r["label"] for c in columns) for r in records)
+
+    return {
+        "undefended_clean": accuracy(count("undefended_clean_pred"), n).as_dict(),
+        "undefended_robust": accuracy(count("undefended_clean_pred", "undefended_adv_pred"), n).as_dict(),
+        "defended_clean": accuracy(count("defended_clean_pred"), n).as_dict(),
+        "defended_robust": accuracy(count("defended_clean_pred", "defended_adv_pred"), n).as_dict(),
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Markdown table of clean and robust accuracy, undefended and defended, with its settings."""
+    m = results["metrics"]
+    attack = results["attack"]
+    purifier = results["purifier"]
+    budget = "" if not attack.get("reduced_budget") else " (REDUCED budget: not a publishable number)"
+
+    def cell(name: str) -> str:
+        a = m[name]
+        return f"{100 * a['value']:.2f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]"
+
+    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in {"name", "norm", "eps", "reduced_budget"})
+    purifier_desc = ", ".join(f"{k}={v}" for k, v in purifier.items() if k != "name")
+    lines = [
+        f"### {results['dataset']}: {results['classifier']} behind {purifier['name']} vs {attack['name']}",
+        "",
+        f"- threat model: {attack['norm']}, eps = {attack['eps']:.4g}",
+        f"- images: {m['defended_clean']['n']} (test split), seed {results['seed']}",
+        f"- attack: {attack['name']} ({attack_desc}){budget}",
+        f"- purifier: {purifier['name']} ({purifier_desc})",
+        "- scoring: single draw; robust = correct on clean and on adversarial; 95% Wilson intervals",
+        "",
+        "| model | clean accuracy | robust accuracy |",
+        "|---|---|---|",
+        f"| undefended | {cell('undefended_clean')} | {cell('undefended_robust')} |",
+        f"| defended ({purifier['name']}) | {cell('defended_clean')} | {cell('defended_robust')} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_records_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    """One row per image."""
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_panel(path: Path, panel: dict[str, torch.Tensor], class_names: list[str] | None = None) -> None:
+    """PNG: rows clean / adversarial / purified-adversarial, one column per example."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ("clean", "adversarial", "purified")
+    k = panel["clean"].shape[0]
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.3 * k, 1.4 * len(rows)), squeeze=False)
+    for r, name in enumerate(rows):
+        for c in range(k):
+            image = panel[name][c].permute(1, 2, 0).clamp(0, 1).numpy()
+            ax = axes[r][c]
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0:
+                ax.set_title(f"y={int(panel['label'][c])}", fontsize=8)
+            if r == len(rows) - 1:
+                ax.set_xlabel(f"pred={int(panel['prediction'][c])}", fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_results(run_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], panel: Any) -> dict[str, Path]:
+    """Write every result file into ``run_dir``; returns their paths."""
+    paths = {
+        "results": run_dir / "results.json",
+        "records": run_dir / "records.csv",
+        "summary": run_dir / "results.md",
+    }
+    write_json_atomic(paths["results"], {**results, "records": records})
+    write_records_csv(paths["records"], records)
+    write_text_atomic(paths["summary"], format_table(results))
+    if panel is not None:
+        paths["panel"] = run_dir / "panel.png"
+        write_panel(paths["panel"], panel)
+    return paths

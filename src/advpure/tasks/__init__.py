@@ -1,0 +1,1 @@
+"""Tasks run by ``run.py``: one function per ``TaskName``, each ``(cfg, context) -> summary dict``."""

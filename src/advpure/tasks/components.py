@@ -1,0 +1,79 @@
+"""Build the models, logger and Trainer a task needs from its config groups (all through ``build``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from advpure.checkpoints import load_weights
+from advpure.diffusion.backbone import UNetEpsilon
+from advpure.errors import ConfigError
+from advpure.instantiate import build
+
+
+def net_config(node: DictConfig) -> dict[str, Any]:
+    """A ``net`` node as a plain dict (what a checkpoint's JSON records)."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def build_classifier(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
+    """The ``classifier`` group's network, with its checkpoint loaded if one is set."""
+    net = build(cfg.net, key="classifier.net")
+    if cfg.checkpoint is not None:
+        load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
+    elif require_weights:
+        raise ConfigError(
+            "classifier.checkpoint",
+            "is null, but this task needs trained weights",
+            "train some with task=train_classifier, then set classifier.checkpoint=<run folder>/classifier",
+        )
+    return net
+
+
+def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
+    """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, or fresh."""
+    if cfg.pretrained is not None:
+        return UNetEpsilon.from_pretrained(cfg.pretrained)
+    net = build(cfg.net, key="diffusion.net")
+    if cfg.checkpoint is not None:
+        load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
+    elif require_weights:
+        raise ConfigError(
+            "diffusion.checkpoint",
+            "is null, but this task needs trained weights",
+            "train some with task=train_diffusion, or set diffusion.pretrained=<diffusers folder>",
+        )
+    return net
+
+
+def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig) -> nn.Module:
+    """The ``purifier`` group's purifier; the backbone is loaded only if the purifier uses one."""
+    purifier_class = get_class(cfg._target_)
+    backbone = (
+        build_backbone(diffusion_cfg, require_weights=True) if getattr(purifier_class, "uses_backbone", True) else None
+    )
+    return build(cfg, key="purifier", backbone=backbone)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
+    """The ``logger`` group's Lightning logger writing under ``run_dir``, or ``False`` for none."""
+    if cfg.get("_target_") is None:
+        return False
+    return build(cfg, key="logger", save_dir=str(run_dir))
+
+
+def build_trainer(hardware: DictConfig, logger: Any, run_dir: Path, **kwargs: Any) -> pl.Trainer:
+    """A Trainer placed by the ``hardware`` group; ``kwargs`` are task-specific Trainer arguments."""
+    placement = OmegaConf.to_container(hardware, resolve=True, enum_to_str=True)
+    return pl.Trainer(
+        **placement,  # type: ignore[arg-type]
+        logger=logger,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+        **kwargs,
+    )

@@ -1,0 +1,58 @@
+"""What a task needs to know about its run besides the config."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+VERSIONED_PACKAGES = (
+    "advpure",
+    "torch",
+    "torchvision",
+    "torchsde",
+    "pyautoattack",
+    "torchattacks",
+    "diffusers",
+    "hydra-core",
+    "omegaconf",
+    "pytorch-lightning",
+    "wandb",
+    "scikit-learn",
+    "numpy",
+)
+
+
+@dataclass
+class RunContext:
+    """``run_dir``: where every artifact goes; ``command``: the exact command line;
+    ``choices``: the selected option of each config group."""
+
+    run_dir: Path
+    command: str = "python run.py"
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that change numbers."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def command_line(overrides: list[str]) -> str:
+    """``python run.py`` with the given overrides, shell-quoted where needed."""
+    import shlex
+
+    return " ".join(["python", "run.py", *(shlex.quote(o) for o in overrides)]) if overrides else "python run.py"
+
+
+def argv_command() -> str:
+    """The command line of this process (fallback when Hydra is not running)."""
+    return " ".join(["python", *sys.argv])

@@ -1,0 +1,20 @@
+"""TaskName -> task function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from advpure.config.enums import TaskName
+from advpure.tasks.context import RunContext
+from advpure.tasks.evaluate import evaluate
+from advpure.tasks.train_classifier import train_classifier
+from advpure.tasks.train_diffusion import train_diffusion
+
+TASKS: dict[TaskName, Callable[[DictConfig, RunContext], dict[str, Any]]] = {
+    TaskName.evaluate: evaluate,
+    TaskName.train_classifier: train_classifier,
+    TaskName.train_diffusion: train_diffusion,
+}

@@ -1,0 +1,60 @@
+"""Train a classifier (standard or PGD adversarial training) and write a safetensors + JSON checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from advpure.checkpoints import save_checkpoint
+from advpure.instantiate import build
+from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config
+from advpure.tasks.context import RunContext, package_versions
+from advpure.training.classifier import ClassifierModule
+
+log = logging.getLogger(__name__)
+
+
+def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
+    """Fit ``classifier.net`` on ``dataset``; the checkpoint lands in the run folder (and ``task.export_to``)."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build(cfg.dataset, key="dataset")
+    net = build_classifier(cfg.classifier, require_weights=False)
+    adversarial = None
+    if cfg.task.adversarial.enabled:
+        adversarial = OmegaConf.to_container(cfg.task.adversarial, enum_to_str=True)
+        adversarial.pop("enabled")
+    module = ClassifierModule(net, lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, adversarial=adversarial)
+    trainer = build_trainer(
+        cfg.hardware,
+        build_logger(cfg.logger, context.run_dir),
+        context.run_dir,
+        max_epochs=cfg.task.max_epochs,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    test_acc = float(trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"])
+    summary = {
+        "task": "train_classifier",
+        "test_accuracy": test_acc,
+        "epochs": cfg.task.max_epochs,
+        "adversarial": adversarial,
+        "dataset": context.choices.get("dataset"),
+        "command": context.command,
+        "versions": package_versions(),
+    }
+    if trainer.is_global_zero:
+        targets = [context.run_dir / "classifier"]
+        if cfg.task.export_to:
+            targets.append(Path(cfg.task.export_to))
+        for target in targets:
+            save_checkpoint(net, target, net=net_config(cfg.classifier.net), metadata=summary)
+        log.info("test accuracy %.4f; checkpoint %s", test_acc, targets[-1])
+        print(
+            f"test accuracy: {100 * test_acc:.2f}%  checkpoint: {targets[-1]}.safetensors",
+            flush=True,
+        )
+    return summary

@@ -1,0 +1,1 @@
+"""LightningModules that train the models purification needs."""

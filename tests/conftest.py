@@ -1,0 +1,40 @@
+"""Shared fixtures: composing the real conf/ tree, and the project root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+import advpure.config  # noqa: F401  (registers schemas and resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """``compose_cfg(*overrides)`` -> the composed root config, as run.py would see it."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def group_options(group: str) -> list[str]:
+    """Every option file of a config group."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -1,0 +1,99 @@
+"""End to end: the evaluate task on a few digits, in process and through the CLI (single and multirun)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from advpure.cli import run_task
+from advpure.errors import ConfigError
+from advpure.tasks.context import RunContext
+from tests.conftest import ROOT
+
+SMALL = (
+    "task.n_images=12",
+    "task.batch_size=12",
+    "attack.n_iter=10",
+    "attack.n_eot=2",
+    "purifier.dt=0.02",
+    "logger=none",
+)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(SMALL))
+    GlobalHydra.instance().clear()
+    run_dir = tmp_path_factory.mktemp("evaluate")
+    results = run_task(cfg, RunContext(run_dir, "python run.py " + " ".join(SMALL), {"dataset": "digits"}))
+    return run_dir, results
+
+
+def test_attack_breaks_the_undefended_classifier_and_robust_never_exceeds_clean(small_run):
+    _, results = small_run
+    m = results["metrics"]
+    assert m["undefended_robust"]["value"] <= m["undefended_clean"]["value"]
+    assert m["defended_robust"]["value"] <= m["defended_clean"]["value"]
+    assert m["undefended_clean"]["value"] >= 0.9
+    # the attack really attacks: the undefended classifier loses most of its accuracy
+    assert m["undefended_robust"]["value"] <= 0.5 * m["undefended_clean"]["value"]
+    assert results["attack"]["eps"] == 0.15 and results["attack"]["n_iter"] == 10
+    assert results["purifier"]["t_star"] == 0.1 and results["purifier"]["n_steps"] == 5
+
+
+def test_result_files_agree_with_each_other(small_run):
+    run_dir, _ = small_run
+    stored = json.loads((run_dir / "results.json").read_text())
+    with open(run_dir / "records.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(stored["records"]) == 12
+    assert sorted(int(r["index"]) for r in rows) == list(range(12))
+    robust = sum(int(r["defended_clean_pred"]) == int(r["label"]) == int(r["defended_adv_pred"]) for r in rows)
+    assert robust == stored["metrics"]["defended_robust"]["correct"]
+    assert max(float(r["defended_linf"]) for r in rows) <= 0.15 + 1e-6
+    assert max(float(r["undefended_linf"]) for r in rows) <= 0.15 + 1e-6
+    summary = (run_dir / "results.md").read_text()
+    assert "eps = 0.15" in summary and "t_star=0.1" in summary and "| undefended |" in summary
+    assert (run_dir / "panel.png").read_bytes()[:4] == b"\x89PNG"
+    assert stored["versions"]["torch"] and stored["seed"] == 0 and stored["budget"] == "cpu_quick"
+
+
+def test_too_many_images_is_refused_before_work(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"task\.n_images"):
+        run_task(compose_cfg("task.n_images=5000", "logger=none"), RunContext(tmp_path))
+
+
+def test_cli_multirun_writes_one_folder_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            "purifier.t_star=0.05,0.1",
+            "task.n_images=4",
+            "task.batch_size=4",
+            "attack.n_iter=2",
+            "attack.n_eot=1",
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = sorted(sweep.glob("*/results.json"))
+    assert len(results) == 2
+    t_stars = sorted(json.loads(p.read_text())["purifier"]["t_star"] for p in results)
+    assert t_stars == [0.05, 0.1]
