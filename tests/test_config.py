@@ -67,12 +67,8 @@ def test_cheap_options_instantiate(compose_cfg, tmp_path):
 def test_default_job_budget_is_reduced_and_published_is_not(compose_cfg):
     quick = compose_cfg()
     assert quick.budget == "cpu_quick"
-    assert (quick.purifier.dt, quick.attack.n_iter, quick.attack.n_eot, quick.task.n_images) == (
-        0.01,
-        20,
-        4,
-        64,
-    )
+    budget = (quick.purifier.dt, quick.attack.n_iter, quick.attack.n_eot, quick.task.n_images)
+    assert budget == (0.01, 30, 8, 64)
     published = compose_cfg("budget=published")
     assert (published.purifier.dt, published.attack.n_iter, published.attack.n_eot) == (
         0.001,

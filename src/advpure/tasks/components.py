@@ -60,11 +60,15 @@ def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig) -> nn.Module:
     return build(cfg, key="purifier", backbone=backbone)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
-    """The ``logger`` group's Lightning logger writing under ``run_dir``, or ``False`` for none."""
+def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = None) -> Any:
+    """The ``logger`` group's Lightning logger writing under ``run_dir`` (``False`` for none),
+    with the whole resolved ``config`` recorded as the run's hyperparameters."""
     if cfg.get("_target_") is None:
         return False
-    return build(cfg, key="logger", save_dir=str(run_dir))
+    logger = build(cfg, key="logger", save_dir=str(run_dir))
+    if config is not None:
+        logger.log_hyperparams(OmegaConf.to_container(config, resolve=True, enum_to_str=True))
+    return logger
 
 
 def build_trainer(hardware: DictConfig, logger: Any, run_dir: Path, **kwargs: Any) -> pl.Trainer:

@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     module = EvaluationModule(classifier, purifier, attack, n_panel=cfg.task.n_panel)
     trainer = build_trainer(
         cfg.hardware,
-        build_logger(cfg.logger, context.run_dir),
+        build_logger(cfg.logger, context.run_dir, cfg),
         context.run_dir,
         inference_mode=False,
     )
