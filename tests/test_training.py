@@ -58,3 +58,26 @@ def test_ema_closed_form():
     ema.update(model)
     assert torch.allclose(ema.shadow.weight, 0.9 * start + 0.1 * (start + 1.0))
     assert not ema.shadow.weight.requires_grad
+
+
+def test_evaluation_module_fast_dev_run(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from advpure.attacks.autoattack import AutoAttackRunner
+    from advpure.data.base import IndexedDataset
+    from advpure.evaluation.module import NORM_COLUMNS, RECORD_COLUMNS, EvaluationModule
+    from advpure.purifiers.diffpure import DiffPure
+
+    datamodule = DigitsDataModule()
+    datamodule.setup()
+    purifier = DiffPure(lambda x, t: torch.zeros_like(x), t_star=0.05, dt=0.01)
+    attack = AutoAttackRunner(eps=0.1, version="custom", attacks=["apgd-ce"], n_iter=2)
+    module = EvaluationModule(DigitsCNN(width=8), purifier, attack, n_panel=2)
+    loader = DataLoader(IndexedDataset(datamodule.test_set, range(6)), batch_size=3)
+    trainer = pl.Trainer(
+        fast_dev_run=True, accelerator="cpu", logger=False, inference_mode=False, default_root_dir=tmp_path
+    )
+    trainer.test(module, dataloaders=loader, verbose=False)
+    assert len(module.records) == 3  # fast_dev_run: one batch
+    assert set(module.records[0]) == set(RECORD_COLUMNS) | set(NORM_COLUMNS)
+    assert module.panel["clean"].shape == (2, 1, 8, 8)
