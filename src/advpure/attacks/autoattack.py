@@ -76,7 +76,8 @@ class AutoAttackRunner:
         self.n_restarts = n_restarts
         self.seed = seed
         self._last: dict[str, Any] = {}
-        logging.getLogger("auto-attack").setLevel(logging.INFO)
+        # AutoAttack reports its per-attack progress at DEBUG: show it (progress within a batch).
+        logging.getLogger("auto-attack").setLevel(logging.DEBUG)
 
     def build(self, model: nn.Module, device: torch.device) -> AutoAttack:
         """A pyautoattack ``AutoAttack`` on ``model`` with this runner's budget applied."""
