@@ -72,27 +72,23 @@ def test_too_many_images_is_refused_before_work(compose_cfg, tmp_path):
         run_task(compose_cfg("task.n_images=5000", "logger=none"), RunContext(tmp_path))
 
 
-def test_cli_multirun_writes_one_folder_per_job(tmp_path):
-    sweep = tmp_path / "sweep"
+def _run_cli(*overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    """``python run.py [-m] <overrides>`` with a tiny attack budget, from the project root."""
+    tiny = ("task.batch_size=4", "attack.n_iter=2", "attack.n_eot=1", "logger=none")
     result = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "-m",
-            "purifier.t_star=0.05,0.1",
-            "task.n_images=4",
-            "task.batch_size=4",
-            "attack.n_iter=2",
-            "attack.n_eot=1",
-            "logger=none",
-            f"hydra.sweep.dir={sweep}",
-        ],
+        [sys.executable, "run.py", *(["-m"] if multirun else []), *tiny, *overrides],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_cli_multirun_writes_one_folder_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run_cli("purifier.t_star=0.05,0.1", "task.n_images=4", f"hydra.sweep.dir={sweep}", multirun=True)
     results = sorted(sweep.glob("*/results.json"))
     assert len(results) == 2
     t_stars = sorted(json.loads(p.read_text())["purifier"]["t_star"] for p in results)
@@ -100,27 +96,15 @@ def test_cli_multirun_writes_one_folder_per_job(tmp_path):
 
 
 def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "hardware=ddp",
-            "hardware.accelerator=cpu",
-            "hardware.devices=2",
-            "purifier=none",
-            "task.n_images=7",
-            "task.batch_size=2",
-            "attack.n_iter=2",
-            "attack.n_eot=1",
-            "logger=none",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _run_cli(
+        "hardware=ddp",
+        "hardware.accelerator=cpu",
+        "hardware.devices=2",
+        "purifier=none",
+        "task.n_images=7",
+        "task.batch_size=2",
+        f"hydra.run.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     stored = json.loads((tmp_path / "results.json").read_text())
     # 7 images over 2 ranks: the sampler pads one repeat, which the gather removes
     assert [r["index"] for r in stored["records"]] == list(range(7))
