@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS := dev,sweep,slurm
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full lint format lock clean
+.PHONY: help install run test test-full bench grad-modes lint format lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ test: $(STAMP)  ## fast tests (no slow, no gpu), < 10 min on 2 CPU cores
 
 test-full: $(STAMP)  ## all tests including slow ones (gpu tests run only where CUDA is present)
 	$(PY) -m pytest -q -m "not gpu or gpu" $(ARGS)
+
+bench: $(STAMP)  ## benchmarks: print tables, write them under benchmarks/results/
+	$(PY) benchmarks/grad_memory.py $(ARGS)
+
+grad-modes: $(STAMP)  ## digits default under each grad mode: sweep.md + sweep.png in the sweep folder
+	$(PY) run.py -m purifier.grad_mode=full,adjoint,surrogate,bpda,blind $(ARGS)
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -38,3 +38,15 @@ def compose_cfg() -> Callable[..., DictConfig]:
 def group_options(group: str) -> list[str]:
     """Every option file of a config group."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def digits_backbone() -> torch.nn.Module:
+    """The shipped digits diffusion model (8x8, 0.65M parameters), frozen, in eval mode."""
+    from advpure.tasks.components import build_backbone
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config")
+    GlobalHydra.instance().clear()
+    return build_backbone(cfg.diffusion, require_weights=True).eval().requires_grad_(False)

@@ -15,7 +15,7 @@ from advpure.config import validate_config
 from advpure.config.enums import Norm
 from advpure.errors import ConfigError, DataError
 from advpure.instantiate import build
-from advpure.tasks.components import build_logger, build_trainer
+from advpure.tasks.components import build_logger, build_trainer, purifier_on
 from tests.conftest import ROOT, group_options
 
 GROUPS = (
@@ -52,7 +52,7 @@ def test_cheap_options_instantiate(compose_cfg, tmp_path):
         assert isinstance(net, torch.nn.Module)
     backbone = build(cfg.diffusion.net, key="diffusion.net")
     for option in group_options("purifier"):
-        purifier = build(compose_cfg(f"purifier={option}").purifier, key="purifier", backbone=backbone)
+        purifier = purifier_on(compose_cfg(f"purifier={option}").purifier, backbone)
         assert purifier.settings()["name"] == option
     for option in group_options("attack"):
         attack = build(compose_cfg(f"attack={option}").attack, key="attack", eps=0.1)
@@ -119,9 +119,17 @@ def test_out_of_range_values_name_their_key(compose_cfg, override, key):
         (("task=train_diffusion", "task.ema_decay=1.0"), "task.ema_decay"),
         (("task=train_diffusion", "task.beta_end=0.00001"), "task.beta_end"),
         (("task=train_classifier", "task.adversarial.steps=0"), "task.adversarial.steps"),
+        (("purifier=diffpure_ddpm", "purifier.t_star=0.0004"), "purifier.t_star"),
+        (("purifier=diffpure_ddpm", "purifier.stride=0"), "purifier.stride"),
+        (("purifier=diffpure_ode", "purifier.dt=0.5"), "purifier.dt"),
+        (("purifier.surrogate.stride=0",), "purifier.surrogate.stride"),
+        (("purifier.surrogate.t_star=2",), "purifier.surrogate.t_star"),
+        (("purifier.surrogate._target_=advpure.purifiers.identity.IdentityPurifier",), "purifier.surrogate._target_"),
+        (("+purifier.surrogate.grad_mode=bpda",), "purifier.surrogate"),
+        (("+purifier.surrogate.strid=3",), "purifier.surrogate"),
     ],
 )
-def test_task_ranges(compose_cfg, overrides, key):
+def test_task_and_purifier_ranges(compose_cfg, overrides, key):
     with pytest.raises(ConfigError) as error:
         validate_config(compose_cfg(*overrides))
     assert error.value.key == key
@@ -145,6 +153,8 @@ def test_l2_budget_may_exceed_one(compose_cfg):
         ("attack.version=fast", "fast"),
         ("task.n_images=many", "n_images"),
         ("hardware.accelerator=tpu9", "accelerator"),
+        ("purifier.grad_mode=bpdaa", "bpdaa"),
+        ("purifier.method=milstein", "milstein"),
     ],
 )
 def test_typos_unknown_options_and_wrong_types_fail_at_compose(compose_cfg, override, needle):

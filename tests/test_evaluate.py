@@ -11,6 +11,7 @@ import pytest
 
 from advpure.cli import run_task
 from advpure.errors import ConfigError
+from advpure.sweeps.report import write_sweep_report
 from advpure.tasks.context import RunContext
 from tests.conftest import ROOT
 
@@ -86,13 +87,31 @@ def _run_cli(*overrides: str, multirun: bool = False) -> subprocess.CompletedPro
     return result
 
 
-def test_cli_multirun_writes_one_folder_per_job(tmp_path):
+def test_cli_multirun_writes_one_folder_per_job_and_a_sweep_report(tmp_path):
     sweep = tmp_path / "sweep"
-    _run_cli("purifier.t_star=0.05,0.1", "task.n_images=4", f"hydra.sweep.dir={sweep}", multirun=True)
-    results = sorted(sweep.glob("*/results.json"))
-    assert len(results) == 2
-    t_stars = sorted(json.loads(p.read_text())["purifier"]["t_star"] for p in results)
-    assert t_stars == [0.05, 0.1]
+    _run_cli(
+        "purifier.t_star=0.05,0.1",
+        "purifier.grad_mode=full,blind",
+        "task.n_images=4",
+        f"hydra.sweep.dir={sweep}",
+        multirun=True,
+    )
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert len(results) == 4
+    settings = sorted((r["purifier"]["t_star"], r["attack"]["grad_mode"]) for r in results)
+    assert settings == [(0.05, "blind"), (0.05, "full"), (0.1, "blind"), (0.1, "full")]
+    assert {r["grad_mode"]: r["gradient_is_approximation"] for r in results} == {"full": False, "blind": True}
+    report = (sweep / "sweep.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| purifier.")]
+    assert rows[0].startswith("| purifier.t_star=0.05, purifier.grad_mode=full | full (exact) |")
+    assert rows[1].startswith("| purifier.t_star=0.05, purifier.grad_mode=blind | blind (approximation) |")
+    assert len(rows) == 4
+    table = list(csv.DictReader((sweep / "sweep.csv").open()))
+    assert [row["status"] for row in table] == ["done"] * 4
+    assert (sweep / "sweep.png").stat().st_size > 1000
+    # a job that died leaves a row saying so (re-running the report by hand)
+    (sweep.glob("3_*").__next__() / "results.json").unlink()
+    assert write_sweep_report(sweep)["md"].read_text().count("missing results.json") == 1
 
 
 def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):

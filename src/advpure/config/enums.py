@@ -21,15 +21,39 @@ class AutoAttackVersion(str, Enum):
 
 
 class GradMode(str, Enum):
-    """How an attack differentiates a purifier (``full``: exact autograd through every step)."""
+    """How an attack differentiates a purifier.
+
+    ``full``: exact autograd through every solver step (checkpointed per step);
+    ``adjoint``: torchsde's stochastic adjoint (VP-SDE only); ``surrogate``: gradient of a cheaper
+    purification, value of the real one; ``bpda``: backward pass as identity; ``blind``: the attack
+    differentiates the classifier alone. Every mode but ``full`` is reported as an approximation.
+    """
 
     full = "full"
+    adjoint = "adjoint"
+    surrogate = "surrogate"
+    bpda = "bpda"
+    blind = "blind"
 
 
 class SdeMethod(str, Enum):
-    """torchsde solver for the reverse VP-SDE."""
+    """Solver of the reverse VP-SDE (Euler-Maruyama, as DiffPure)."""
 
     euler = "euler"
+
+
+class OdeMethod(str, Enum):
+    """Solver of the probability-flow ODE: ``euler`` (1 network call per step) or ``heun`` (2)."""
+
+    euler = "euler"
+    heun = "heun"
+
+
+class DdpmVariance(str, Enum):
+    """Variance of a DDPM ancestral step: ``posterior`` (beta tilde_t) or ``beta`` (beta_t)."""
+
+    posterior = "posterior"
+    beta = "beta"
 
 
 class TaskName(str, Enum):

@@ -20,8 +20,10 @@ from advpure.config.enums import (
     Accelerator,
     AutoAttackVersion,
     CifarVariant,
+    DdpmVariance,
     GradMode,
     Norm,
+    OdeMethod,
     SdeMethod,
     TaskName,
 )
@@ -126,21 +128,100 @@ class IdentityPurifierSchema(PurifierSchema):
 
 
 @dataclass
-class DiffPureSchema(PurifierSchema):
-    """DiffPure: diffuse to t*, solve the reverse VP-SDE from t* to 0 with torchsde."""
+class ReversePurifierSchema(PurifierSchema):
+    """A diffusion purifier: diffuse to t*, run a reverse process to 0 (shared keys).
 
-    _target_: str = "advpure.purifiers.diffpure.DiffPure"
+    ``seed``: null draws fresh noise each call (the defense as published); an integer replays
+    the same noise on every call (a deterministic purifier, for debugging and gradient checks).
+    ``surrogate``: a purifier node (``_target_`` + keys) whose gradient ``grad_mode=surrogate``
+    uses; built with the same backbone. ``checkpoint_steps``: per-step gradient checkpointing.
+    """
+
     t_star: float = 0.1
-    dt: float = 1e-3
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    method: SdeMethod = SdeMethod.euler
+    seed: int | None = None
+    surrogate: Any = None
+    checkpoint_steps: bool = True
 
     def __post_init__(self) -> None:
         require_interval("t_star", self.t_star, 0.0, 1.0, low_open=True)
+        self.check_variant()
+        if self.surrogate is not None:
+            _check_surrogate(self.surrogate)
+
+    def check_variant(self) -> None:
+        """The variant's own range checks (after t_star, before the surrogate)."""
+
+
+@dataclass
+class VPGridSchema(ReversePurifierSchema):
+    """Keys of the continuous VP purifiers: uniform step ``dt`` and the VP-SDE's betas."""
+
+    dt: float = 1e-3
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def check_variant(self) -> None:
         require_interval("dt", self.dt, 0.0, self.t_star, low_open=True)
         require_interval("beta_min", self.beta_min, 0.0, low_open=True)
         require_interval("beta_max", self.beta_max, self.beta_min, low_open=True)
+
+
+@dataclass
+class DiffPureSchema(VPGridSchema):
+    """DiffPure: diffuse to t*, Euler-Maruyama on the reverse VP-SDE from t* to 0."""
+
+    _target_: str = "advpure.purifiers.diffpure.DiffPure"
+    method: SdeMethod = SdeMethod.euler
+
+
+@dataclass
+class DiffPureDDPMSchema(ReversePurifierSchema):
+    """DiffPure on the discrete DDPM schedule: ancestral sampling from step round(T t*)."""
+
+    _target_: str = "advpure.purifiers.diffpure_ddpm.DiffPureDDPM"
+    stride: int = 1
+    variance: DdpmVariance = DdpmVariance.posterior
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_timesteps: int = 1000
+
+    def check_variant(self) -> None:
+        require_at_least("stride", self.stride, 1)
+        require_interval("beta_start", self.beta_start, 0.0, 1.0, low_open=True, high_open=True)
+        require_interval("beta_end", self.beta_end, self.beta_start, 1.0, high_open=True)
+        require_at_least("num_timesteps", self.num_timesteps, 2)
+        require_interval("t_star", self.t_star, 0.5 / self.num_timesteps, 1.0)
+
+
+@dataclass
+class DiffPureODESchema(VPGridSchema):
+    """DiffPure with the probability-flow ODE of the VP-SDE (deterministic after diffusing)."""
+
+    _target_: str = "advpure.purifiers.diffpure_ode.DiffPureODE"
+    method: OdeMethod = OdeMethod.euler
+
+
+def _check_surrogate(node: Any) -> None:
+    """Run the range checks of a surrogate purifier node (a dict with ``_target_``)."""
+    from advpure.errors import ConfigError
+
+    schemas = {schema._target_: schema for schema in SCHEMAS["purifier"].values()}
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if target not in schemas or not issubclass(schemas[target], ReversePurifierSchema):
+        names = sorted(t for t, schema in schemas.items() if issubclass(schema, ReversePurifierSchema))
+        raise ConfigError("surrogate._target_", f"{target!r} is not a diffusion purifier", f"use one of {names}")
+    try:
+        surrogate = schemas[target](**node)
+    except TypeError as error:
+        raise ConfigError("surrogate", str(error), f"use the keys of {schemas[target].__name__}") from None
+    except ConfigError as error:
+        raise error.with_prefix("surrogate") from None
+    if surrogate.grad_mode != GradMode.full or surrogate.surrogate is not None:
+        raise ConfigError(
+            "surrogate",
+            "a surrogate must itself be differentiated exactly and have no surrogate",
+            "set surrogate.grad_mode=full and surrogate.surrogate=null",
+        )
 
 
 # ------------------------------------------------------------------------------- attack
@@ -362,7 +443,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"digits": DigitsSchema, "cifar": CifarSchema},
     "classifier": {"base": ClassifierSchema},
     "diffusion": {"base": DiffusionSchema},
-    "purifier": {"none": IdentityPurifierSchema, "diffpure": DiffPureSchema},
+    "purifier": {
+        "none": IdentityPurifierSchema,
+        "diffpure": DiffPureSchema,
+        "diffpure_ddpm": DiffPureDDPMSchema,
+        "diffpure_ode": DiffPureODESchema,
+    },
     "attack": {"none": NoAttackSchema, "autoattack": AutoAttackSchema},
     "hardware": {"base": HardwareSchema},
     "logger": {"none": LoggerSchema, "wandb": WandbLoggerSchema, "csv": CsvLoggerSchema},

@@ -6,6 +6,7 @@ import torch
 
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.purifiers.diffpure import DiffPure
+from advpure.purifiers.noise import GlobalNoise
 
 
 @torch.no_grad()
@@ -20,4 +21,4 @@ def sample_images(
     """``n`` samples (n, C, H, W) in [0, 1], solving from t = 1 with Euler-Maruyama step ``dt``."""
     solver = DiffPure(backbone, t_star=1.0, dt=dt)
     x_1 = torch.randn(n, *image_shape, device=device)
-    return ((solver.solve_reverse(x_1, 1.0) + 1.0) * 0.5).clamp(0.0, 1.0)
+    return ((solver.reverse(x_1, GlobalNoise()) + 1.0) * 0.5).clamp(0.0, 1.0)

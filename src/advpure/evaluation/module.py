@@ -23,8 +23,9 @@ NORM_COLUMNS = ("undefended_linf", "undefended_l2", "defended_linf", "defended_l
 
 class EvaluationModule(pl.LightningModule):
     """For each test batch ``(x, y, index)``: attack the classifier alone (control) and the
-    defended model (classifier after purifier, gradients through the purifier), then score one
-    fresh purification draw of the clean and of the adversarial images.
+    defended model (classifier after purifier, gradients by the purifier's grad mode; the bare
+    classifier for ``blind``), then score one fresh purification draw of the clean and of the
+    adversarial images.
 
     After ``trainer.test``, ``records`` holds one dict per image (gathered from every rank) with
     ``RECORD_COLUMNS`` and the perturbation norms ``NORM_COLUMNS``; ``panel`` holds up to
@@ -50,7 +51,7 @@ class EvaluationModule(pl.LightningModule):
         self.purifier.eval()
         with torch.enable_grad():
             x_adv_undefended = self.attack(self.classifier, x, y)
-            x_adv_defended = self.attack(self.defended, x, y)
+            x_adv_defended = self.attack(self.defended.attack_target(), x, y)
         with torch.no_grad():
             purified_adv = self.purifier(x_adv_defended)
             preds = torch.stack(

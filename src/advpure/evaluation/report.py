@@ -39,8 +39,18 @@ def format_table(results: dict[str, Any]) -> str:
         a = m[name]
         return f"{100 * a['value']:.2f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]"
 
-    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in {"name", "norm", "eps", "reduced_budget"})
-    purifier_desc = ", ".join(f"{k}={v}" for k, v in purifier.items() if k != "name")
+    hidden = {"name", "norm", "eps", "reduced_budget", "grad_mode"}
+    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in hidden)
+    purifier_desc = ", ".join(
+        f"{k}={v}"
+        for k, v in purifier.items()
+        if k not in {"name", "gradient", "gradient_is_approximation", "surrogate"}
+    )
+    approximate = purifier.get("gradient_is_approximation", False)
+    gradient = f"{purifier.get('grad_mode', 'full')}: {purifier.get('gradient', 'exact')}"
+    if approximate:
+        gradient = f"APPROXIMATION ({gradient}); robust accuracy may be overstated"
+    defended_label = f"defended ({purifier['name']}, {purifier.get('grad_mode', 'full')} gradients)"
     lines = [
         f"### {results['dataset']}: {results['classifier']} behind {purifier['name']} vs {attack['name']}",
         "",
@@ -48,12 +58,13 @@ def format_table(results: dict[str, Any]) -> str:
         f"- images: {m['defended_clean']['n']} (test split), seed {results['seed']}",
         f"- attack: {attack['name']} ({attack_desc}){budget}",
         f"- purifier: {purifier['name']} ({purifier_desc})",
+        f"- attack gradients through the purifier: {gradient}",
         "- scoring: single draw; robust = correct on clean and on adversarial; 95% Wilson intervals",
         "",
         "| model | clean accuracy | robust accuracy |",
         "|---|---|---|",
         f"| undefended | {cell('undefended_clean')} | {cell('undefended_robust')} |",
-        f"| defended ({purifier['name']}) | {cell('defended_clean')} | {cell('defended_robust')} |",
+        f"| {defended_label} | {cell('defended_clean')} | {cell('defended_robust')} |",
         "",
     ]
     return "\n".join(lines)

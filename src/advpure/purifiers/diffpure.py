@@ -1,8 +1,14 @@
 """DiffPure (Nie et al., ICML 2022): diffuse to t*, then solve the reverse VP-SDE back to 0.
 
-In the time u = 1 - t (torchsde integrates forward in time) the reverse VP-SDE is
+Forward: x_t* = sqrt(alpha_bar(t*)) x + sigma(t*) z. Reverse VP-SDE, written in u = 1 - t so
+time runs forward (torchsde's convention):
     dx = [beta(t) x / 2 - beta(t) eps_theta(x, t) / sigma(t)] du + sqrt(beta(t)) dW_u,
-i.e. score = -eps_theta / sigma(t), solved from u = 1 - t* to u = 1 by torchsde.
+i.e. score = -eps_theta / sigma(t). Euler-Maruyama with n = round(t* / dt) steps of h = t* / n;
+step i starts at t = t* - i h:
+    x <- x + h [beta x / 2 - beta eps / sigma] + sqrt(beta h) z_i.
+The explicit loop is what runs (so every step can be checkpointed); torchsde is the reference:
+``tests/test_diffpure.py`` checks the loop against ``torchsde.sdeint`` on one Brownian path, and
+``grad_mode=adjoint`` runs ``torchsde.sdeint_adjoint``.
 """
 
 from __future__ import annotations
@@ -16,23 +22,32 @@ from torch import nn
 from advpure.config.enums import GradMode, SdeMethod
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.diffusion.schedule import VPSchedule
+from advpure.purifiers.noise import NoiseSource
+from advpure.purifiers.vp_grid import VPGridPurifier
 
 
 class ReverseVPSDE(nn.Module):
-    """The reverse VP-SDE as a torchsde SDE over flattened states y: (B, C*H*W)."""
+    """The reverse VP-SDE as a torchsde SDE over flattened states y: (B, C*H*W), time u = 1 - t.
+
+    The score -eps / sigma(t) is singular at t = 0, where an adjoint solve starts; times below
+    ``t_floor`` are evaluated at ``t_floor`` (the forward Euler grid never goes below its step).
+    """
 
     noise_type = "diagonal"
     sde_type = "ito"
 
-    def __init__(self, backbone: EpsilonBackbone, schedule: VPSchedule, image_shape: torch.Size) -> None:
+    def __init__(
+        self, backbone: EpsilonBackbone, schedule: VPSchedule, image_shape: torch.Size, t_floor: float = 1e-5
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.schedule = schedule
         self.image_shape = tuple(image_shape)
+        self.t_floor = t_floor
 
     def f(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Drift in u = 1 - t: beta x / 2 + beta score, score = -eps / sigma."""
-        t = (1.0 - u).to(y.dtype)
+        """Drift: beta x / 2 - beta eps / sigma."""
+        t = (1.0 - u).clamp(min=self.t_floor).to(y.dtype)
         beta = self.schedule.beta(t)
         eps = self.backbone(y.view(-1, *self.image_shape), t.expand(y.shape[0])).flatten(1)
         return 0.5 * beta * y - beta * eps / self.schedule.sigma(t)
@@ -43,22 +58,23 @@ class ReverseVPSDE(nn.Module):
         return torch.sqrt(self.schedule.beta(t)).expand_as(y)
 
 
-class DiffPure(nn.Module):
-    """DiffPure with the VP-SDE solved by torchsde; differentiable by plain autograd.
+class DiffPure(VPGridPurifier):
+    """DiffPure's VP-SDE purification.
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``.
-        t_star: diffusion time in (0, 1] (DiffPure: 0.1 for Linf, 0.075 for L2 on CIFAR-10).
-        dt: solver step (DiffPure: 1e-3, so t* = 0.1 is 100 steps).
-        beta_min, beta_max: VP-SDE coefficients.
-        method: torchsde solver (Euler-Maruyama).
-        grad_mode: how attacks differentiate it (``full``: exact autograd through every step).
+        t_star: diffusion time in (0, 1] (published: 0.1 for Linf, 0.075 for L2 on CIFAR-10).
+        dt: solver step (published 1e-3: t* = 0.1 is 100 steps); the grid is uniform with
+            round(t* / dt) steps.
+        beta_min, beta_max: VP-SDE coefficients (0.1, 20).
+        method: Euler-Maruyama.
+        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
 
-    Shapes: x (B, C, H, W) in [0, 1] -> purified (B, C, H, W) in [0, 1]. Random: each call draws
-    the diffusion noise and the Brownian path from torch's global generator.
+    Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
 
-    uses_backbone = True
+    supports_adjoint = True
+    name = "diffpure"
 
     def __init__(
         self,
@@ -69,54 +85,45 @@ class DiffPure(nn.Module):
         beta_max: float = 20.0,
         method: SdeMethod = SdeMethod.euler,
         grad_mode: GradMode = GradMode.full,
+        seed: int | None = None,
+        surrogate: nn.Module | None = None,
+        checkpoint_steps: bool = True,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.t_star = float(t_star)
-        self.dt = float(dt)
-        self.schedule = VPSchedule(beta_min, beta_max)
+        super().__init__(backbone, t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps)
         self.method = SdeMethod(method)
-        self.grad_mode = GradMode(grad_mode)
 
-    @property
-    def n_steps(self) -> int:
-        """Solver steps per purification (t* / dt, rounded)."""
-        return max(1, round(self.t_star / self.dt))
+    def step(self, i: int, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        h = self.step_size
+        eps, beta, sigma = self.eps_and_coefficients(self.step_time(i), x)
+        return x + h * (0.5 * beta * x - beta * eps / sigma) + torch.sqrt(beta * h) * z
 
-    def settings(self) -> dict[str, Any]:
-        return {
-            "name": "diffpure",
-            "t_star": self.t_star,
-            "dt": self.dt,
-            "n_steps": self.n_steps,
-            "beta_min": self.schedule.beta_min,
-            "beta_max": self.schedule.beta_max,
-            "method": self.method.value,
-            "grad_mode": self.grad_mode.value,
-            "solver": "torchsde.sdeint",
-        }
+    def variant_settings(self) -> dict[str, Any]:
+        return {**self.grid_settings(), "method": self.method.value, "process": "reverse VP-SDE, Euler-Maruyama"}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_in = 2.0 * x - 1.0
-        t_star = torch.tensor(self.t_star, dtype=x.dtype, device=x.device)
-        x_t = self.schedule.diffuse(x_in, t_star, torch.randn_like(x_in))
-        x_0 = self.solve_reverse(x_t, self.t_star)
-        return ((x_0 + 1.0) * 0.5).clamp(0.0, 1.0)
-
-    def solve_reverse(self, x_t: torch.Tensor, t_start: float) -> torch.Tensor:
-        """Reverse VP-SDE from ``t_start`` to 0: x_t (B, C, H, W) in about [-1, 1] -> x_0."""
-        batch = x_t.shape[0]
-        sde = ReverseVPSDE(self.backbone, self.schedule, x_t.shape[1:])
-        # Times in float64 so the Euler grid lands on exactly round(t_start / dt) steps.
-        ts = torch.tensor([1.0 - t_start, 1.0], dtype=torch.float64, device=x_t.device)
-        brownian = torchsde.BrownianInterval(
-            t0=float(ts[0]),
-            t1=float(ts[1]),
-            size=(batch, x_t[0].numel()),
-            dtype=x_t.dtype,
-            device=x_t.device,
-            entropy=int(torch.randint(0, 2**31 - 1, (1,)).item()),
-            levy_area_approximation="none",
-        )
-        ys = torchsde.sdeint(sde, x_t.flatten(1), ts, method=self.method.value, dt=self.dt, bm=brownian)
+    def torchsde_reverse(self, x_t: torch.Tensor, noise: NoiseSource, *, adjoint: bool = False) -> torch.Tensor:
+        """The reference solve by torchsde (``sdeint``, or ``sdeint_adjoint`` if ``adjoint``):
+        x_t (B, C, H, W) -> x_0, Brownian path from ``noise.brownian``."""
+        flat = x_t.flatten(1)
+        u0 = 1.0 - self.t_star
+        ts = torch.tensor([u0, 1.0], dtype=torch.float64, device=x_t.device)
+        sde = ReverseVPSDE(self.backbone, self.schedule, x_t.shape[1:], t_floor=self.step_size)
+        path = noise.brownian(u0, 1.0, flat)
+        if adjoint:
+            ys = torchsde.sdeint_adjoint(
+                sde,
+                flat,
+                ts,
+                bm=path,
+                method=self.method.value,
+                adjoint_method=self.method.value,
+                dt=self.step_size,
+                adjoint_params=(),
+            )
+        else:
+            ys = torchsde.sdeint(sde, flat, ts, bm=path, method=self.method.value, dt=self.step_size)
         return ys[-1].view_as(x_t)
+
+    def purify_adjoint(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+        x_signed = 2.0 * x - 1.0
+        x_t = self.diffuse(x_signed, noise.normal(0, x_signed))
+        return ((self.torchsde_reverse(x_t, noise, adjoint=True) + 1.0) * 0.5).clamp(0.0, 1.0)

@@ -52,12 +52,22 @@ def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
 
 
 def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig) -> nn.Module:
-    """The ``purifier`` group's purifier; the backbone is loaded only if the purifier uses one."""
+    """The ``purifier`` group's purifier (and its ``surrogate``, if any, on the same backbone);
+    the backbone is loaded only if the purifier uses one."""
     purifier_class = get_class(cfg._target_)
     backbone = (
         build_backbone(diffusion_cfg, require_weights=True) if getattr(purifier_class, "uses_backbone", True) else None
     )
-    return build(cfg, key="purifier", backbone=backbone)
+    return purifier_on(cfg, backbone)
+
+
+def purifier_on(cfg: DictConfig, backbone: Any) -> nn.Module:
+    """The ``purifier`` node built on a given backbone; its ``surrogate`` node (if any) is built
+    first, on the same backbone, and handed over."""
+    extra: dict[str, Any] = {}
+    if cfg.get("surrogate") is not None:
+        extra["surrogate"] = build(cfg.surrogate, key="purifier.surrogate", backbone=backbone)
+    return build(cfg, key="purifier", backbone=backbone, **extra)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = None) -> Any:

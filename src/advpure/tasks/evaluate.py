@@ -26,6 +26,9 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     datamodule = build(cfg.dataset, key="dataset")
     classifier = build_classifier(cfg.classifier, require_weights=True)
     purifier = build_purifier(cfg.purifier, cfg.diffusion)
+    # Attacks need gradients with respect to the input only.
+    classifier.requires_grad_(False)
+    purifier.requires_grad_(False)
     norm = cfg.attack.norm
     eps = cfg.attack.eps if cfg.attack.eps is not None else datamodule.standard_eps[norm]
     attack = build(cfg.attack, key="attack", eps=eps)
@@ -53,6 +56,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
 
+    purifier_settings = purifier.settings()
     results = {
         "task": "evaluate",
         "dataset": context.choices.get("dataset", cfg.dataset._target_),
@@ -62,8 +66,10 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "seed": cfg.seed,
         "budget": cfg.get("budget"),
         "metrics": summarize(module.records),
-        "attack": attack.settings(),
-        "purifier": purifier.settings(),
+        "attack": {**attack.settings(), "grad_mode": purifier_settings["grad_mode"]},
+        "purifier": purifier_settings,
+        "grad_mode": purifier_settings["grad_mode"],
+        "gradient_is_approximation": purifier_settings["gradient_is_approximation"],
         "command": context.command,
         "versions": package_versions(),
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),

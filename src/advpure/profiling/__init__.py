@@ -1,0 +1,1 @@
+"""Measurements for benchmarks and tests (memory, time)."""

@@ -1,0 +1,1 @@
+"""Multirun sweeps: collect every job's results into one table and chart."""
