@@ -123,6 +123,13 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short_label(label: str) -> str:
+    """``purifier.grad_mode=bpda, purifier.t_star=0.1`` -> ``grad_mode=bpda\nt_star=0.1``."""
+    return "\n".join(
+        part.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + part.split("=", 1)[-1] for part in label.split(", ")
+    )
+
+
 def write_chart(path: Path, rows: list[SweepRow]) -> None:
     """Bar chart of defended robust accuracy per job with 95% intervals; approximations hatched."""
     import matplotlib
@@ -139,9 +146,9 @@ def write_chart(path: Path, rows: list[SweepRow]) -> None:
         approximate = row.results.get("gradient_is_approximation", False)
         ax.bar(i, value, color="#d9822b" if approximate else "#2b6cb0", hatch="//" if approximate else None)
         ax.errorbar(i, value, yerr=err, color="black", capsize=4)
-        ax.text(i, value + 2, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i + 0.08, value + 1, f"{value:.1f}", ha="left", va="bottom", fontsize=8)
     ax.set_xticks(range(len(done)))
-    ax.set_xticklabels([row.label.replace(", ", "\n") for row in done], fontsize=7)
+    ax.set_xticklabels([_short_label(row.label) for row in done], fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("defended robust accuracy (%)")
     ax.set_title("blue: exact gradient; orange hatched: approximation", fontsize=8)
