@@ -6,8 +6,7 @@ import torch
 
 from advpure.checkpoints import read_checkpoint
 from advpure.data.digits import DigitsDataModule
-from advpure.instantiate import build
-from advpure.tasks.components import build_backbone, build_classifier
+from advpure.tasks.components import build_backbone, build_classifier, purifier_on
 
 
 def _test_set():
@@ -28,7 +27,7 @@ def test_diffpure_keeps_clean_accuracy_within_5_points(compose_cfg):
     cfg = compose_cfg("budget=published")
     classifier = build_classifier(cfg.classifier, require_weights=True).eval()
     backbone = build_backbone(cfg.diffusion, require_weights=True).eval()
-    purifier = build(cfg.purifier, key="purifier", backbone=backbone)
+    purifier = purifier_on(cfg.purifier, backbone)
     assert (purifier.t_star, purifier.n_steps) == (0.1, 100)
     x, y = _test_set()
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Peak resident memory of one purification's forward and backward pass, measured in a fresh process.
 
-The process high-water mark (``ru_maxrss``) only grows, so each measurement runs in its own
+The process high-water mark (VmHWM) only grows, so each measurement runs in its own
 spawned interpreter: it builds the model, runs one warm-up step on a single image, records the high-water mark,
 runs the measured call, and reports the growth. This is what the machine actually had to hold
 (weights are in the baseline; activations, stored states and gradients are in the growth).
@@ -12,6 +12,7 @@ import multiprocessing
 import resource
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 DIGITS_UNET = {
@@ -38,8 +39,15 @@ class GradMemoryCase:
 
 
 def _max_rss_bytes() -> int:
+    """This process's resident high-water mark. On Linux, VmHWM of the process's own memory map
+    (``ru_maxrss`` would carry over the parent's mark through fork + exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _measure(case: GradMemoryCase, queue: Any) -> None:
