@@ -76,6 +76,10 @@ def test_default_job_budget_is_reduced_and_published_is_not(compose_cfg):
         None,
     )
     assert published.task.n_images == 512
+    assert (quick.purifier.checkpoint_steps, published.purifier.checkpoint_steps) == (False, True)
+    assert (quick.purifier.surrogate.stride, published.purifier.surrogate.stride) == (50, 10)
+    assert compose_cfg("purifier=diffpure_ddpm").purifier.stride == 10
+    assert compose_cfg("purifier=diffpure_ddpm", "budget=published").purifier.stride == 1
     # the budget touches only the options it has files for: training tasks compose unchanged
     train = compose_cfg("task=train_classifier")
     assert train.task.max_epochs == 30

@@ -151,6 +151,7 @@ class ReversePurifier(nn.Module):
             "grad_mode": self.grad_mode.value,
             "gradient": rule.description,
             "gradient_is_approximation": rule.approximation,
+            "checkpoint_steps": self.checkpoint_steps,
             "seed": self.seed,
         }
         if self.grad_mode == GradMode.surrogate and self.surrogate is not None:

@@ -62,7 +62,7 @@ class GradientRule:
 
 
 GRADIENT_RULES: dict[GradMode, GradientRule] = {
-    GradMode.full: GradientRule(_exact, "exact autograd through every solver step (checkpointed)", False),
+    GradMode.full: GradientRule(_exact, "exact autograd through every solver step", False),
     GradMode.adjoint: GradientRule(
         _adjoint, "torchsde stochastic adjoint (approximation: adjoint solve has its own solver error)", True
     ),
