@@ -68,6 +68,24 @@ def test_result_files_agree_with_each_other(small_run):
     assert stored["versions"]["torch"] and stored["seed"] == 0 and stored["budget"] == "cpu_quick"
 
 
+@pytest.mark.parametrize(
+    ("purifier", "grad_mode", "approximate"),
+    [("diffpure_ddpm", "full", False), ("diffpure_ddpm", "surrogate", True), ("diffpure_ode", "bpda", True)],
+)
+def test_variants_and_grad_modes_run_end_to_end_and_say_what_they_used(
+    compose_cfg, tmp_path, purifier, grad_mode, approximate
+):
+    overrides = (f"purifier={purifier}", f"purifier.grad_mode={grad_mode}", "task.n_images=4", "task.batch_size=4")
+    tiny = ("attack.n_iter=2", "attack.n_eot=1", "logger=none")
+    results = run_task(compose_cfg(*overrides, *tiny), RunContext(tmp_path))
+    assert results["purifier"]["name"] == purifier and results["purifier"]["n_steps"] == 10
+    assert results["attack"]["grad_mode"] == results["grad_mode"] == grad_mode
+    assert results["gradient_is_approximation"] is approximate
+    summary = (tmp_path / "results.md").read_text()
+    assert ("APPROXIMATION" in summary) is approximate
+    assert f"defended ({purifier}, {grad_mode} gradients)" in summary
+
+
 def test_too_many_images_is_refused_before_work(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"task\.n_images"):
         run_task(compose_cfg("task.n_images=5000", "logger=none"), RunContext(tmp_path))

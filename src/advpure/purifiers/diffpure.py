@@ -102,7 +102,8 @@ class DiffPure(VPGridPurifier):
 
     def torchsde_reverse(self, x_t: torch.Tensor, noise: NoiseSource, *, adjoint: bool = False) -> torch.Tensor:
         """The reference solve by torchsde (``sdeint``, or ``sdeint_adjoint`` if ``adjoint``):
-        x_t (B, C, H, W) -> x_0, Brownian path from ``noise.brownian``."""
+        x_t (B, C, H, W) -> x_0, Brownian path from ``noise.brownian``. The adjoint returns
+        gradients for the input only (``adjoint_params=()``), not for the backbone's weights."""
         flat = x_t.flatten(1)
         u0 = 1.0 - self.t_star
         ts = torch.tensor([u0, 1.0], dtype=torch.float64, device=x_t.device)

@@ -31,7 +31,11 @@ def _adjoint(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> 
 
 
 def _surrogate(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-    """Value of the real purification, gradient of the surrogate's (straight-through)."""
+    """Value of the real purification, gradient of the surrogate's (straight-through).
+
+    The surrogate draws from the same noise source: a seeded source gives it the same
+    forward-diffusion draw as the real purification; the global generator, fresh draws.
+    """
     with torch.no_grad():
         real = purifier.purify(x, noise)
     approx = purifier.surrogate(x, noise)
