@@ -77,3 +77,12 @@ class CifarVariant(str, Enum):
 
     cifar10 = "cifar10"
     cifar100 = "cifar100"
+
+
+class AttackLoss(str, Enum):
+    """Objective an iterative attack maximizes: ``ce`` cross-entropy; ``margin`` the
+    Carlini-Wagner margin max_{j != y} z_j - z_y; ``dlr`` Croce & Hein's difference of logits ratio."""
+
+    ce = "ce"
+    margin = "margin"
+    dlr = "dlr"

@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from advpure.config.checks import require_at_least, require_interval
 from advpure.config.enums import (
     Accelerator,
+    AttackLoss,
     AutoAttackVersion,
     CifarVariant,
     DdpmVariance,
@@ -272,6 +273,33 @@ class AutoAttackSchema(AttackSchema):
         require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
 
 
+@dataclass
+class PGDEOTSchema(AttackSchema):
+    """PGD with EOT: ``n_iter`` steps (null: 200), ``n_eot`` passes per gradient (null: 20),
+    ``step_size`` (null: 2.5 eps / n_iter), random start, restarts, loss ce | margin | dlr."""
+
+    _target_: str = "advpure.attacks.pgd_eot.PGDEOT"
+    step_size: float | None = None
+    random_start: bool = True
+    n_restarts: int = 1
+    loss: AttackLoss = AttackLoss.ce
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_interval("step_size", self.step_size, 0.0, low_open=True, allow_none=True)
+        require_at_least("n_restarts", self.n_restarts, 1)
+
+
+@dataclass
+class TorchAttacksSchema(AttackSchema):
+    """A torchattacks attack by class ``name``; ``kwargs`` go to its constructor."""
+
+    _target_: str = "advpure.attacks.torchattacks_runner.TorchAttacksRunner"
+    name: str = "EOTPGD"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 # ----------------------------------------------------------------------------- hardware
 
 
@@ -449,7 +477,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "diffpure_ddpm": DiffPureDDPMSchema,
         "diffpure_ode": DiffPureODESchema,
     },
-    "attack": {"none": NoAttackSchema, "autoattack": AutoAttackSchema},
+    "attack": {
+        "none": NoAttackSchema,
+        "autoattack": AutoAttackSchema,
+        "pgd_eot": PGDEOTSchema,
+        "torchattacks": TorchAttacksSchema,
+    },
     "hardware": {"base": HardwareSchema},
     "logger": {"none": LoggerSchema, "wandb": WandbLoggerSchema, "csv": CsvLoggerSchema},
     "task": {
