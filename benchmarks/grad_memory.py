@@ -26,7 +26,8 @@ def main() -> None:
         "",
         "Growth of the process high-water mark during one forward + backward, in a fresh process.",
         "",
-        "| steps | checkpointed per step (MB) | plain autograd (MB) | ratio | checkpointed wall time incl. process start (s) |",
+        "| steps | checkpointed per step (MB) | plain autograd (MB) | ratio "
+        "| checkpointed wall time incl. process start (s) |",
         "|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)

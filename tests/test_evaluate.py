@@ -49,6 +49,10 @@ def test_attack_breaks_the_undefended_classifier_and_robust_never_exceeds_clean(
     assert m["undefended_robust"]["value"] <= 0.5 * m["undefended_clean"]["value"]
     assert results["attack"]["eps"] == 0.15 and results["attack"]["n_iter"] == 10
     assert results["purifier"]["t_star"] == 0.1 and results["purifier"]["n_steps"] == 5
+    for rule in ("majority", "worst"):
+        assert m[f"defended_robust_{rule}"]["k"] == 10
+        assert m[f"defended_robust_{rule}"]["value"] <= m[f"defended_clean_{rule}"]["value"]
+    assert m["defended_robust_worst"]["value"] <= m["defended_robust"]["value"]
 
 
 def test_result_files_agree_with_each_other(small_run):
@@ -59,11 +63,16 @@ def test_result_files_agree_with_each_other(small_run):
     assert len(rows) == len(stored["records"]) == 12
     assert sorted(int(r["index"]) for r in rows) == list(range(12))
     robust = sum(int(r["defended_clean_pred"]) == int(r["label"]) == int(r["defended_adv_pred"]) for r in rows)
+    for r in rows:  # draw 0 is the single-draw prediction; 10 draws per image
+        clean_draws, adv_draws = r["defended_clean_draws"].split(), r["defended_adv_draws"].split()
+        assert len(clean_draws) == len(adv_draws) == 10
+        assert (int(clean_draws[0]), int(adv_draws[0])) == (int(r["defended_clean_pred"]), int(r["defended_adv_pred"]))
     assert robust == stored["metrics"]["defended_robust"]["correct"]
     assert max(float(r["defended_linf"]) for r in rows) <= 0.15 + 1e-6
     assert max(float(r["undefended_linf"]) for r in rows) <= 0.15 + 1e-6
     summary = (run_dir / "results.md").read_text()
     assert "eps = 0.15" in summary and "t_star=0.1" in summary and "| undefended |" in summary
+    assert "majority vote of 10 |" in summary and "worst of 10 |" in summary
     assert (run_dir / "panel.png").read_bytes()[:4] == b"\x89PNG"
     assert stored["versions"]["torch"] and stored["seed"] == 0 and stored["budget"] == "cpu_quick"
 

@@ -79,5 +79,8 @@ def test_evaluation_module_fast_dev_run(tmp_path):
     )
     trainer.test(module, dataloaders=loader, verbose=False)
     assert len(module.records) == 3  # fast_dev_run: one batch
-    assert set(module.records[0]) == set(RECORD_COLUMNS) | set(NORM_COLUMNS)
+    assert set(module.records[0]) == set(RECORD_COLUMNS) | set(NORM_COLUMNS) | {
+        "defended_clean_draws",
+        "defended_adv_draws",
+    }
     assert module.panel["clean"].shape == (2, 1, 8, 8)

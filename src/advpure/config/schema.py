@@ -363,17 +363,23 @@ class TaskSchema:
 
 @dataclass
 class EvaluateTaskSchema(TaskSchema):
-    """Attack the undefended and the purified classifier on the first ``n_images`` test images."""
+    """Attack the undefended and the purified classifier on the first ``n_images`` test images;
+    score the defended one by single draw, majority vote of ``n_vote`` and worst of ``n_worst``
+    purifications (max(n_vote, n_worst) draws per image, clean and adversarial)."""
 
     name: TaskName = TaskName.evaluate
     n_images: int = 512
     batch_size: int = 64
     n_panel: int = 8
+    n_vote: int = 10
+    n_worst: int = 10
 
     def __post_init__(self) -> None:
         require_at_least("n_images", self.n_images, 1)
         require_at_least("batch_size", self.batch_size, 1)
         require_at_least("n_panel", self.n_panel, 0)
+        require_at_least("n_vote", self.n_vote, 1)
+        require_at_least("n_worst", self.n_worst, 1)
 
 
 @dataclass

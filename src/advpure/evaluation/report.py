@@ -10,22 +10,34 @@ from typing import Any
 import torch
 
 from advpure.evaluation.metrics import accuracy
+from advpure.evaluation.scoring import score
 from advpure.io import write_atomic, write_json_atomic, write_text_atomic
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Single-draw accuracies (robust = correct on clean and on adversarial) with Wilson intervals."""
+def summarize(records: list[dict[str, Any]], n_vote: int = 1, n_worst: int = 1) -> dict[str, dict[str, Any]]:
+    """Accuracies with Wilson intervals (robust = correct on clean and on adversarial): the
+    undefended control, and the defended model by single draw, majority vote over ``n_vote``
+    draws and worst-of-``n_worst`` draws (see :mod:`advpure.evaluation.scoring`)."""
     n = len(records)
 
     def count(*columns: str) -> int:
         return sum(all(r[c] == r["label"] for c in columns) for r in records)
 
-    return {
+    metrics = {
         "undefended_clean": accuracy(count("undefended_clean_pred"), n).as_dict(),
         "undefended_robust": accuracy(count("undefended_clean_pred", "undefended_adv_pred"), n).as_dict(),
         "defended_clean": accuracy(count("defended_clean_pred"), n).as_dict(),
         "defended_robust": accuracy(count("defended_clean_pred", "defended_adv_pred"), n).as_dict(),
     }
+    if records and "defended_clean_draws" in records[0]:
+        labels = [r["label"] for r in records]
+        clean = [[int(v) for v in r["defended_clean_draws"].split()] for r in records]
+        adv = [[int(v) for v in r["defended_adv_draws"].split()] for r in records]
+        for name, k in (("majority", n_vote), ("worst", n_worst)):
+            clean_acc, robust_acc = score(clean, adv, labels, name, k)
+            metrics[f"defended_clean_{name}"] = {**clean_acc.as_dict(), "k": k}
+            metrics[f"defended_robust_{name}"] = {**robust_acc.as_dict(), "k": k}
+    return metrics
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -59,14 +71,20 @@ def format_table(results: dict[str, Any]) -> str:
         f"- attack: {attack['name']} ({attack_desc}){budget}",
         f"- purifier: {purifier['name']} ({purifier_desc})",
         f"- attack gradients through the purifier: {gradient}",
-        "- scoring: single draw; robust = correct on clean and on adversarial; 95% Wilson intervals",
+        "- scoring: robust = correct on clean and on adversarial; single draw = one purification; majority "
+        "vote = the label strictly out-votes every other class (ties count as wrong); worst of N = all N "
+        "purifications correct; 95% Wilson intervals",
         "",
         "| model | clean accuracy | robust accuracy |",
         "|---|---|---|",
         f"| undefended | {cell('undefended_clean')} | {cell('undefended_robust')} |",
-        f"| {defended_label} | {cell('defended_clean')} | {cell('defended_robust')} |",
-        "",
+        f"| {defended_label}, single draw | {cell('defended_clean')} | {cell('defended_robust')} |",
     ]
+    for name, title in (("majority", "majority vote of {k}"), ("worst", "worst of {k}")):
+        if f"defended_robust_{name}" in m:
+            label = f"{defended_label}, {title.format(k=m[f'defended_robust_{name}']['k'])}"
+            lines.append(f"| {label} | {cell(f'defended_clean_{name}')} | {cell(f'defended_robust_{name}')} |")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -44,7 +44,8 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     images = IndexedDataset(datamodule.test_set, range(cfg.task.n_images))
     loader = DataLoader(images, batch_size=cfg.task.batch_size, shuffle=False, num_workers=datamodule.num_workers)
 
-    module = EvaluationModule(classifier, purifier, attack, n_panel=cfg.task.n_panel)
+    n_draws = max(cfg.task.n_vote, cfg.task.n_worst)
+    module = EvaluationModule(classifier, purifier, attack, n_panel=cfg.task.n_panel, n_draws=n_draws)
     trainer = build_trainer(
         cfg.hardware,
         build_logger(cfg.logger, context.run_dir, cfg),
@@ -65,7 +66,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "diffusion": context.choices.get("diffusion"),
         "seed": cfg.seed,
         "budget": cfg.get("budget"),
-        "metrics": summarize(module.records),
+        "metrics": summarize(module.records, cfg.task.n_vote, cfg.task.n_worst),
         "attack": {**attack.settings(), "grad_mode": purifier_settings["grad_mode"]},
         "purifier": purifier_settings,
         "grad_mode": purifier_settings["grad_mode"],
