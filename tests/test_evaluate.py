@@ -75,6 +75,7 @@ def test_result_files_agree_with_each_other(small_run):
     assert "majority vote of 10 |" in summary and "worst of 10 |" in summary
     assert (run_dir / "panel.png").read_bytes()[:4] == b"\x89PNG"
     assert stored["versions"]["torch"] and stored["seed"] == 0 and stored["budget"] == "cpu_quick"
+    assert stored["subset"] == {"n_images": 12, "subset_seed": None, "subset_index": 0, "class_balanced": False}
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Scoring a randomized defense: single draw, majority vote (ties are wrong), worst of N; budget checks."""
+"""Scoring a randomized defense (single draw, majority vote with ties wrong, worst of N), budget checks, subsets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from advpure.config.enums import Norm
+from advpure.errors import ConfigError
 from advpure.evaluation.module import AttackBudgetError, check_budget
 from advpure.evaluation.scoring import majority_vote, score, single_draw, worst_of_n
+from advpure.evaluation.subsets import select_subset
 
 
 def test_rules_on_hand_made_draws():
@@ -43,3 +45,30 @@ def test_budget_violations_are_errors_not_numbers():
         check_budget(_Attack(), x, x + 0.11, "defended")
     with pytest.raises(AttackBudgetError, match=r"\[0, 1\]"):
         check_budget(_Attack(), torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), -0.05), "undefended")
+
+
+# ------------------------------------------------------------------------------- subsets
+
+
+def test_default_subset_is_the_first_n_in_test_order():
+    assert select_subset([0] * 10, 4) == [0, 1, 2, 3]
+
+
+def test_seeded_subsets_are_reproducible_disjoint_and_balanced():
+    labels = [i % 5 for i in range(100)]  # 5 classes of 20
+    first = select_subset(labels, 25, seed=3, index=0, class_balanced=True)
+    assert first == select_subset(labels, 25, seed=3, index=0, class_balanced=True)
+    assert first != select_subset(labels, 25, seed=4, index=0, class_balanced=True)
+    subsets = [select_subset(labels, 25, seed=3, index=k, class_balanced=True) for k in range(4)]
+    assert sorted(i for s in subsets for i in s) == list(range(100))  # disjoint, cover the split
+    counts = [sum(labels[i] == c for i in first) for c in range(5)]
+    assert counts == [5] * 5
+    plain = select_subset(labels, 25, seed=3)
+    assert len(set(plain)) == 25 and plain != list(range(25))
+
+
+def test_a_subset_past_the_end_names_the_key():
+    with pytest.raises(ConfigError, match=r"task\.subset_index"):
+        select_subset([0] * 10, 4, seed=0, index=2)
+    with pytest.raises(ConfigError, match=r"task\.n_images"):
+        select_subset([0] * 10, 11)

@@ -373,8 +373,16 @@ class EvaluateTaskSchema(TaskSchema):
     n_panel: int = 8
     n_vote: int = 10
     n_worst: int = 10
+    subset_seed: int | None = None
+    subset_index: int = 0
+    class_balanced: bool = False
 
     def __post_init__(self) -> None:
+        require_at_least("subset_index", self.subset_index, 0)
+        if self.class_balanced and self.subset_seed is None:
+            from advpure.errors import ConfigError
+
+            raise ConfigError("class_balanced", "needs a seeded subset", "set task.subset_seed=<int>")
         require_at_least("n_images", self.n_images, 1)
         require_at_least("batch_size", self.batch_size, 1)
         require_at_least("n_panel", self.n_panel, 0)

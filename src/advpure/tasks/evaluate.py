@@ -10,9 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from advpure.data.base import IndexedDataset
-from advpure.errors import ConfigError
 from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
+from advpure.evaluation.subsets import dataset_labels, select_subset
 from advpure.instantiate import build
 from advpure.tasks.components import build_classifier, build_logger, build_purifier, build_trainer
 from advpure.tasks.context import RunContext, package_versions
@@ -34,14 +34,10 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     attack = build(cfg.attack, key="attack", eps=eps)
 
     datamodule.setup("test")
-    n_test = len(datamodule.test_set)
-    if cfg.task.n_images > n_test:
-        raise ConfigError(
-            "task.n_images",
-            f"{cfg.task.n_images} exceeds the {n_test} test images",
-            f"set <= {n_test}",
-        )
-    images = IndexedDataset(datamodule.test_set, range(cfg.task.n_images))
+    subset_seed = cfg.task.subset_seed
+    labels = dataset_labels(datamodule.test_set) if cfg.task.class_balanced else [0] * len(datamodule.test_set)
+    chosen = select_subset(labels, cfg.task.n_images, subset_seed, cfg.task.subset_index, cfg.task.class_balanced)
+    images = IndexedDataset(datamodule.test_set, chosen)
     loader = DataLoader(images, batch_size=cfg.task.batch_size, shuffle=False, num_workers=datamodule.num_workers)
 
     n_draws = max(cfg.task.n_vote, cfg.task.n_worst)
@@ -65,6 +61,12 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "classifier_checkpoint": cfg.classifier.checkpoint,
         "diffusion": context.choices.get("diffusion"),
         "seed": cfg.seed,
+        "subset": {
+            "n_images": cfg.task.n_images,
+            "subset_seed": subset_seed,
+            "subset_index": cfg.task.subset_index,
+            "class_balanced": cfg.task.class_balanced,
+        },
         "budget": cfg.get("budget"),
         "metrics": summarize(module.records, cfg.task.n_vote, cfg.task.n_worst),
         "attack": {**attack.settings(), "grad_mode": purifier_settings["grad_mode"]},
