@@ -58,6 +58,12 @@ def _pct(metric: dict[str, Any]) -> str:
     return f"{100 * metric['value']:.2f}% [{100 * metric['ci_low']:.1f}, {100 * metric['ci_high']:.1f}]"
 
 
+def _scored(metrics: dict[str, Any], rule: str) -> str:
+    """``robust [CI] (k)`` of a multi-draw scoring, or ``-`` for results without it."""
+    metric = metrics.get(f"defended_robust_{rule}")
+    return "-" if metric is None else f"{_pct(metric)} (k={metric['k']})"
+
+
 def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
     """Flat per-job records (what sweep.csv holds)."""
     flat = []
@@ -79,6 +85,8 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
                 "defended_robust": m["defended_robust"]["value"],
                 "defended_robust_ci_low": m["defended_robust"]["ci_low"],
                 "defended_robust_ci_high": m["defended_robust"]["ci_high"],
+                "defended_robust_majority": m.get("defended_robust_majority", {}).get("value"),
+                "defended_robust_worst": m.get("defended_robust_worst", {}).get("value"),
                 "undefended_robust": m["undefended_robust"]["value"],
                 "reduced_budget": bool(r["attack"].get("reduced_budget")),
                 "folder": row.job_dir.name,
@@ -99,26 +107,28 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
             f"- attack: {attack['name']} "
             + ", ".join(f"{k}={attack[k]}" for k in ("version", "n_iter", "n_eot", "n_restarts") if k in attack)
             + (" (REDUCED budget: not a publishable number)" if attack.get("reduced_budget") else ""),
-            f"- images: {first['metrics']['defended_clean']['n']}, seed {first['seed']}; single-draw scoring, "
+            f"- images: {first['metrics']['defended_clean']['n']}, seed {first['seed']}; defended clean is single "
+            "draw; majority vote: the label strictly out-votes the others; worst of N: all N draws correct; "
             "95% Wilson intervals",
             "- rows whose gradient is an APPROXIMATION may overstate robustness; `full` is the exact gradient",
             "",
         ]
     lines += [
-        "| job | grad mode | defended clean | defended robust | undefended robust |",
-        "|---|---|---|---|---|",
+        "| job | grad mode | defended clean | defended robust, single draw | majority vote | worst of N "
+        "| undefended robust |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         r = row.results
         if r is None:
-            lines.append(f"| {row.label} | - | missing results.json ({row.job_dir.name}) | - | - |")
+            lines.append(f"| {row.label} | - | missing results.json ({row.job_dir.name}) | - | - | - | - |")
             continue
         m = r["metrics"]
         mode = r.get("grad_mode", "full")
         mode_cell = f"{mode} (approximation)" if r.get("gradient_is_approximation") else f"{mode} (exact)"
         lines.append(
             f"| {row.label} | {mode_cell} | {_pct(m['defended_clean'])} | {_pct(m['defended_robust'])} "
-            f"| {_pct(m['undefended_robust'])} |"
+            f"| {_scored(m, 'majority')} | {_scored(m, 'worst')} | {_pct(m['undefended_robust'])} |"
         )
     return "\n".join(lines) + "\n"
 
