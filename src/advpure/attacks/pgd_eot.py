@@ -68,8 +68,11 @@ class PGDEOT:
         (grad,) = torch.autograd.grad(objective, batch)
         return grad.view(self.n_eot, *x_adv.shape).sum(0)
 
-    def run_once(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One PGD run from a (random) start: the final iterate, within the ball and [0, 1]."""
+    def run_once(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """One PGD run from a (random) start: the final iterate, within the ball and [0, 1].
+        ``generator``: for the random start (``None``: torch's global generator)."""
         geometry = GEOMETRIES[self.norm]
         delta = geometry.start(x, self.eps, generator) if self.random_start else torch.zeros_like(x)
         delta = clip_to_image(x, delta)

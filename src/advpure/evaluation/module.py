@@ -152,7 +152,7 @@ def check_budget(attack: Any, x: torch.Tensor, x_adv: torch.Tensor, which: str, 
     """Raise :class:`AttackBudgetError` unless every x_adv is within the attack's ball and [0, 1]."""
     eps = float(getattr(attack, "eps", 0.0))
     norm = Norm(getattr(attack, "norm", Norm.Linf))
-    size = GEOMETRIES[norm].size((x_adv - x).detach()).max().item() if x.numel() else 0.0
+    size = GEOMETRIES[norm].size((x_adv - x).detach()).max().item()
     low, high = x_adv.min().item(), x_adv.max().item()
     if size > eps + tolerance or low < -tolerance or high > 1 + tolerance:
         raise AttackBudgetError(

@@ -29,14 +29,13 @@ def summarize(records: list[dict[str, Any]], n_vote: int = 1, n_worst: int = 1) 
         "defended_clean": accuracy(count("defended_clean_pred"), n).as_dict(),
         "defended_robust": accuracy(count("defended_clean_pred", "defended_adv_pred"), n).as_dict(),
     }
-    if records and "defended_clean_draws" in records[0]:
-        labels = [r["label"] for r in records]
-        clean = [[int(v) for v in r["defended_clean_draws"].split()] for r in records]
-        adv = [[int(v) for v in r["defended_adv_draws"].split()] for r in records]
-        for name, k in (("majority", n_vote), ("worst", n_worst)):
-            clean_acc, robust_acc = score(clean, adv, labels, name, k)
-            metrics[f"defended_clean_{name}"] = {**clean_acc.as_dict(), "k": k}
-            metrics[f"defended_robust_{name}"] = {**robust_acc.as_dict(), "k": k}
+    labels = [r["label"] for r in records]
+    clean = [[int(v) for v in r["defended_clean_draws"].split()] for r in records]
+    adv = [[int(v) for v in r["defended_adv_draws"].split()] for r in records]
+    for name, k in (("majority", n_vote), ("worst", n_worst)):
+        clean_acc, robust_acc = score(clean, adv, labels, name, k)
+        metrics[f"defended_clean_{name}"] = {**clean_acc.as_dict(), "k": k}
+        metrics[f"defended_robust_{name}"] = {**robust_acc.as_dict(), "k": k}
     return metrics
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from advpure.attacks.geometry import GEOMETRIES, clip_to_image
+from advpure.attacks.pgd_eot import PGDEOT
 from advpure.config.enums import Norm
 
 
@@ -20,13 +19,8 @@ def pgd_attack(
     step_size: float,
     steps: int,
 ) -> torch.Tensor:
-    """Maximize cross-entropy in the eps-ball from a random start (torch's global generator);
-    x, result (B, C, H, W) in [0, 1]."""
-    geometry = GEOMETRIES[Norm(norm)]
-    delta = clip_to_image(x, geometry.start(x, eps, None)).detach()
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y)
-        (grad,) = torch.autograd.grad(loss, delta)
-        delta = clip_to_image(x, geometry.project(delta.detach() + step_size * geometry.ascent(grad), eps)).detach()
-    return (x + delta).detach()
+    """Maximize cross-entropy in the eps-ball from a random start (torch's global generator, so
+    each training batch gets a fresh start); x, result (B, C, H, W) in [0, 1]. One PGD-EOT run
+    with a single pass per gradient."""
+    attack = PGDEOT(eps, norm, n_iter=steps, n_eot=1, step_size=step_size)
+    return attack.run_once(model, x, y, generator=None)
