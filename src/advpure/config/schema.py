@@ -457,11 +457,12 @@ class TrainDiffusionTaskSchema(TaskSchema):
 
 @dataclass
 class PathsSchema:
-    """Where shipped checkpoints and local datasets live."""
+    """Where shipped checkpoints, local datasets and completed evaluation batches live."""
 
     root: str = MISSING
     checkpoints: str = MISSING
     data: str = MISSING
+    evaluations: str = MISSING
 
 
 @dataclass
