@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +19,10 @@ import advpure.config  # noqa: F401  (registers schemas and resolvers)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# Evaluation batch stores (paths.evaluations) of this test session, also for CLI subprocesses:
+# tests never reuse batches from outside the session, nor leave any in outputs/.
+os.environ["ADVPURE_EVALUATIONS"] = tempfile.mkdtemp(prefix="advpure-test-evaluations-")
+atexit.register(shutil.rmtree, os.environ["ADVPURE_EVALUATIONS"], True)
 
 
 @pytest.fixture(autouse=True)

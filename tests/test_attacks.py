@@ -1,17 +1,22 @@
-"""Attacks: AutoAttack, PGD-EOT, torchattacks; losses and ball geometry; perturbations stay in the ball and [0, 1]."""
+"""Attacks: AutoAttack, PGD-EOT, APGD-EOT, BPDA+EOT, torchattacks; losses and ball geometry;
+perturbations stay in the ball and [0, 1]."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from advpure.attacks.autoattack import AutoAttackRunner
+from advpure.attacks.apgd_eot import APGDEOT
+from advpure.attacks.autoattack import CHECKS, AutoAttackRunner
+from advpure.attacks.bpda_eot import BPDAEOT
 from advpure.attacks.geometry import GEOMETRIES, project
 from advpure.attacks.losses import LOSSES
 from advpure.attacks.pgd_eot import PGDEOT
 from advpure.attacks.torchattacks_runner import TorchAttacksRunner
+from advpure.config import validate_config
 from advpure.config.enums import AttackLoss, Norm
 from advpure.errors import ConfigError
+from advpure.instantiate import build
 from advpure.training.pgd import pgd_attack
 
 
@@ -162,3 +167,198 @@ def test_torchattacks_by_name_with_kwargs_and_clear_errors():
         TorchAttacksRunner("EOTPDG", eps=0.1)
     with pytest.raises(ConfigError, match=r"attack\.kwargs"):
         TorchAttacksRunner("PGD", eps=0.1, kwargs={"eot_iter": 3})
+
+
+# ------------------------------------------------------------------------------ APGD-EOT
+
+
+@pytest.mark.parametrize(("norm", "eps"), [(Norm.Linf, 0.2), (Norm.L2, 2.0)])
+def test_apgd_eot_stays_in_the_ball_and_breaks_a_linear_model(norm, eps):
+    model = NoisyLinear(sigma=0.05)
+    x = torch.rand(32, 1, 8, 8)
+    y = model.linear(x).argmax(1)
+    x_adv = APGDEOT(eps=eps, norm=norm, n_iter=10, n_eot=2)(model, x, y)
+    size = GEOMETRIES[norm].size(x_adv - x)
+    assert size.max() <= eps + 1e-5 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (model.linear(x_adv).argmax(1) != y).float().mean() > 0.9
+
+
+def test_apgd_eot_count_reaches_apgd_and_unbroken_points_keep_their_best_iterate():
+    attack = APGDEOT(eps=1e-4, n_iter=4, n_eot=3, n_restarts=2, loss="dlr")
+    apgd = attack.build(torch.nn.Identity(), torch.device("cpu"))
+    assert (apgd.eot_iter, apgd.n_iter, apgd.n_restarts, apgd.loss) == (3, 4, 2, "dlr")
+    model = NoisyLinear(sigma=0.0)
+    x = torch.rand(6, 1, 8, 8)
+    y = model.linear(x).argmax(1)
+    x_adv = attack(model, x, y)  # a budget too small to fool anything: every restart runs on all
+    assert model.calls == 2 * (4 + 1) * 3  # per restart: n_eot passes at the start and per iteration
+    assert (x_adv != x).flatten(1).any(1).all()  # the highest-loss iterate, not the clean image
+    assert attack.settings()["reduced_budget"] is True
+    assert APGDEOT(eps=0.1).settings()["reduced_budget"] is False
+    with pytest.raises(ConfigError, match=r"attack\.loss"):
+        APGDEOT(eps=0.1, loss="margin")
+
+
+# ------------------------------------------------------------------------------ BPDA+EOT
+
+
+def test_bpda_eot_stays_in_the_ball_and_breaks_a_linear_model():
+    model = NoisyLinear(sigma=0.0)
+    x = torch.rand(32, 1, 8, 8)
+    y = model.linear(x).argmax(1)
+    attack = BPDAEOT(eps=0.2, n_iter=20, n_eot=2, n_defense_reps=3, step_size=0.02)
+    x_adv = attack(model, x, y)
+    assert (x_adv - x).abs().max() <= 0.2 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    fooled = model.linear(x_adv).argmax(1) != y
+    assert fooled.float().mean() > 0.9
+    assert torch.equal(attack.last_verdict, ~fooled)  # deterministic model: verdict = final check
+    with pytest.raises(ConfigError, match=r"attack\.norm") as error:
+        BPDAEOT(eps=0.5, norm="L2")
+    assert "Linf protocol" in str(error.value)
+    published = BPDAEOT(eps=8 / 255).settings()
+    assert (published["n_iter"], published["n_eot"], published["n_defense_reps"]) == (50, 15, 150)
+    assert published["step_size"] == pytest.approx(2 / 255) and published["reduced_budget"] is False
+
+
+class SteppedModel(torch.nn.Module):
+    """Deterministic, scripted by iterate: image i (a constant image ``levels[i]``) is misclassified
+    only at iterate ``break_at[i]`` (its Linf distance from the clean image over ``step``), right
+    before and after it. Logits: 3 on the predicted class, plus 0.01 * sum(x) on the label, so the
+    attack's gradient sign is -1 everywhere and iterate k is x - k * step. Records call sizes."""
+
+    def __init__(self, levels, labels, break_at, step):
+        super().__init__()
+        self.clean = torch.tensor(levels).view(-1, 1, 1, 1).expand(-1, 1, 8, 8)
+        self.labels, self.break_at, self.step = labels, torch.tensor(break_at), step
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((x.shape[0], torch.is_grad_enabled()))
+        distance = (x.detach()[:, None] - self.clean[None]).flatten(2).abs().amax(2)  # (N, images)
+        image = distance.argmin(1)
+        iterate = (distance.gather(1, image[:, None]).squeeze(1) / self.step).round().long()
+        label = self.labels[image]
+        predicted = torch.where(iterate == self.break_at[image], (label + 1) % 10, label)
+        logits = 3.0 * torch.nn.functional.one_hot(predicted, 10).float()
+        return logits + 0.01 * x.flatten(1).sum(1, keepdim=True) * torch.nn.functional.one_hot(label, 10)
+
+
+def test_bpda_eot_once_broken_stays_broken_and_is_no_longer_attacked_or_checked():
+    levels, step = [0.2, 0.35, 0.5, 0.65], 0.01
+    y = torch.tensor([0, 1, 2, 3])
+    model = SteppedModel(levels, y, break_at=[1, 3, 99, 0], step=step)
+    x = model.clean.clone()
+    attack = BPDAEOT(eps=0.06, n_iter=5, n_eot=2, n_defense_reps=3, step_size=step)
+    x_adv = attack(model, x, y)
+    # broken images keep the iterate at which they broke; the unbroken one the last (5 steps)
+    distance = (x - x_adv).flatten(1).amax(1)
+    assert torch.allclose(distance, torch.tensor([1, 3, 5, 0]) * step, atol=1e-6)
+    assert attack.last_verdict.tolist() == [False, False, True, False]
+    # per step: one gradient call on n_eot x (unbroken images); a check of n_defense_reps
+    # draws only for an image misclassified then; no-gradient pass at the last iterate
+    assert model.calls == [
+        (8, True), (3, False),  # step 0: image 3 breaks
+        (6, True), (3, False),  # step 1: image 0 breaks
+        (4, True),
+        (4, True), (3, False),  # step 3: image 1 breaks
+        (2, True),
+        (2, False),  # final check of the last iterate
+    ]  # fmt: skip
+
+
+class DrawModel(torch.nn.Module):
+    """A random model: per image and call, logits [2, 0, ...] (3 in 4 draws) or [-100, 1, 0, ...]
+    (1 in 4): class 0 wins most draws and the mean softmax, class 1 the mean logits. Records outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def forward(self, x):
+        rare = torch.rand(x.shape[0]) < 0.25
+        logits = torch.zeros(x.shape[0], 10)
+        logits[:, 0] = torch.where(rare, -100.0, 2.0)
+        logits[:, 1] = torch.where(rare, 1.0, 0.0)
+        self.outputs.append(logits)
+        return logits
+
+
+def test_bpda_eot_defense_check_averages_logits_over_chunked_draws():
+    model = DrawModel()
+    x = torch.rand(64, 1, 8, 8)
+    attack = BPDAEOT(eps=0.1, n_iter=1, n_eot=2, n_defense_reps=30, defense_chunk=7)
+    predicted = attack.defense_prediction(model, x)
+    assert [len(o) for o in model.outputs] == [7 * 64] * 4 + [2 * 64]
+    draws = torch.cat(model.outputs).view(30, 64, 10)  # (reps, images, classes)
+    assert torch.equal(predicted, draws.mean(0).argmax(1))
+    votes = torch.nn.functional.one_hot(draws.argmax(2), 10).sum(0).argmax(1)
+    softmax = draws.softmax(2).mean(0).argmax(1)
+    assert (predicted != votes).any() and (predicted != softmax).any()  # the rule matters here
+    # without a chunk: calls of at most max_call images
+    model.outputs.clear()
+    BPDAEOT(eps=0.1, n_defense_reps=30).defense_prediction(model, x[:4], max_call=50)
+    assert [len(o) for o in model.outputs] == [12 * 4, 12 * 4, 6 * 4]
+
+
+# ----------------------------------------------------------------------- AutoAttack checks
+
+
+class GradInForward(torch.nn.Module):
+    """Deterministic, but calls autograd in its forward pass (what check_dynamic looks for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = _linear_model()
+
+    def forward(self, x):
+        with torch.enable_grad():
+            z = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.linear(z).sum(), z)
+        return self.linear(x + 0.0 * grad)
+
+
+def test_autoattack_records_its_checks_per_call():
+    x = torch.rand(8, 1, 8, 8)
+    y = _linear_model()(x).argmax(1)
+    runner = AutoAttackRunner(eps=0.05, version="rand", n_iter=2, n_eot=1)
+    assert runner.settings()["checks"] is None
+    flags = {}
+    for name, model in (
+        ("random", NoisyLinear(sigma=0.1)),
+        ("dynamic", GradInForward()),
+        ("deterministic", NoisyLinear(sigma=0.0)),
+    ):
+        runner(model, x, y)
+        flags[name] = runner.last_checks
+        assert set(runner.last_checks) == set(CHECKS)
+        assert runner.settings()["checks"] == runner.last_checks  # the last call's
+    assert flags["random"]["check_randomized"]["warned"] is True
+    assert "randomized defense" in flags["random"]["check_randomized"]["messages"][0]
+    assert flags["deterministic"]["check_randomized"] == {"warned": False, "messages": []}
+    assert flags["dynamic"]["check_dynamic"]["warned"] is True
+    assert flags["deterministic"]["check_dynamic"]["warned"] is False  # not carried over
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_new_attack_options_compose_and_bpda_eot_sets_the_grad_mode(compose_cfg):
+    apgd = compose_cfg("attack=apgd_eot")
+    validate_config(apgd)
+    assert (apgd.attack.n_iter, apgd.attack.n_eot, apgd.purifier.grad_mode) == (30, 8, "full")
+    assert isinstance(build(apgd.attack, key="attack", eps=0.1), APGDEOT)
+    bpda = compose_cfg("attack=bpda_eot")
+    validate_config(bpda)
+    assert bpda.purifier.grad_mode == "bpda"
+    assert bpda.attack.step_size is None and bpda.attack.n_iter is None  # published steps
+    attack = build(bpda.attack, key="attack", eps=0.1)
+    assert attack.settings()["reduced_budget"] is True  # the cpu_quick budget
+    published = compose_cfg("attack=bpda_eot", "budget=published").attack
+    assert (published.n_eot, published.n_defense_reps) == (None, None)
+    assert compose_cfg("attack=bpda_eot", "purifier.grad_mode=full").purifier.grad_mode == "full"
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose_cfg("attack=bpda_eot", "attack.norm=L2"))
+    assert error.value.key == "attack.norm"
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose_cfg("attack=apgd_eot", "attack.loss=margin"))
+    assert error.value.key == "attack.loss"

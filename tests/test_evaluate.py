@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -153,6 +154,29 @@ def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):
         f"hydra.run.dir={tmp_path}",
     )
     stored = json.loads((tmp_path / "results.json").read_text())
-    # 7 images over 2 ranks: the sampler pads one repeat, which the gather removes
+    # 7 images in 4 batches over 2 ranks (the last batch is short); no image twice, none missing
     assert [r["index"] for r in stored["records"]] == list(range(7))
+    assert (tmp_path / "panel.png").is_file()  # purifier=none: the purified images are the adversarial ones
     assert stored["metrics"]["undefended_clean"]["n"] == 7
+
+
+def test_wandb_offline_run_gets_metrics_the_per_example_table_and_the_panel(compose_cfg, tmp_path):
+    overrides = ("logger=wandb", "attack=pgd_eot", "attack.n_iter=2", "attack.n_eot=1", "task.n_images=4")
+    scoring = ("task.batch_size=4", "task.n_vote=2", "task.n_worst=2", "task.n_panel=3")
+    run_task(compose_cfg(*overrides, *scoring), RunContext(tmp_path))
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    (table_file,) = (run / "files" / "media" / "table").glob("records_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert "defended_attack_succeeded" in table["columns"] and "defended_adv_draws" in table["columns"]
+    assert sorted(row[table["columns"].index("index")] for row in table["data"]) == [0, 1, 2, 3]
+    assert list((run / "files" / "media" / "images").glob("panel_*.png"))
+    # Offline runs keep metrics only in the run's protobuf log: a history item is the key (field 2)
+    # followed by its JSON value (field 16, tag bytes 0x82 0x01, one length byte for short values).
+    log = next(run.glob("run-*.wandb")).read_bytes()
+    logged = {
+        key.decode(): json.loads(value)
+        for key, value in re.findall(rb"\x12.(final/[a-z_]+)\x82\x01.([^\n]+?)(?=\n|\x12)", log, re.S)
+    }
+    metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
+    for name in ("defended_robust", "defended_robust_majority", "undefended_robust"):
+        assert logged[f"final/{name}"] == pytest.approx(metrics[name]["value"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
 from advpure.data.digits import DigitsDataModule
 from advpure.diffusion.backbone import UNetEpsilon
+from advpure.errors import AdvpureError
 from advpure.models.digits_cnn import DigitsCNN
 from advpure.training.classifier import ClassifierModule
 from advpure.training.diffusion import DiffusionModule
@@ -61,26 +63,26 @@ def test_ema_closed_form():
 
 
 def test_evaluation_module_fast_dev_run(tmp_path):
-    from torch.utils.data import DataLoader
-
     from advpure.attacks.autoattack import AutoAttackRunner
-    from advpure.data.base import IndexedDataset
-    from advpure.evaluation.module import NORM_COLUMNS, RECORD_COLUMNS, EvaluationModule
+    from advpure.evaluation.batches import BatchPlan
+    from advpure.evaluation.module import DRAW_COLUMNS, NORM_COLUMNS, RECORD_COLUMNS, EvaluationModule
+    from advpure.evaluation.store import BatchStore
     from advpure.purifiers.diffpure import DiffPure
 
     datamodule = DigitsDataModule()
     datamodule.setup()
     purifier = DiffPure(lambda x, t: torch.zeros_like(x), t_star=0.05, dt=0.01)
     attack = AutoAttackRunner(eps=0.1, version="custom", attacks=["apgd-ce"], n_iter=2)
-    module = EvaluationModule(DigitsCNN(width=8), purifier, attack, n_panel=2)
-    loader = DataLoader(IndexedDataset(datamodule.test_set, range(6)), batch_size=3)
+    plan = BatchPlan.cut(list(range(6)), 3)
+    store = BatchStore(tmp_path / "store", {"test": "fast_dev_run"})
+    module = EvaluationModule(DigitsCNN(width=8), purifier, attack, datamodule.test_set, plan, store, n_panel=2)
     trainer = pl.Trainer(
         fast_dev_run=True, accelerator="cpu", logger=False, inference_mode=False, default_root_dir=tmp_path
     )
-    trainer.test(module, dataloaders=loader, verbose=False)
-    assert len(module.records) == 3  # fast_dev_run: one batch
-    assert set(module.records[0]) == set(RECORD_COLUMNS) | set(NORM_COLUMNS) | {
-        "defended_clean_draws",
-        "defended_adv_draws",
-    }
-    assert module.panel["clean"].shape == (2, 1, 8, 8)
+    with pytest.raises(AdvpureError, match="batch 1 is missing"):  # fast_dev_run: one batch of two
+        trainer.test(module, verbose=False)
+    stored = store.load(0, [0, 1, 2])
+    assert stored is not None and len(stored["records"]) == 3
+    assert set(stored["records"][0]) == set(RECORD_COLUMNS) | set(NORM_COLUMNS) | set(DRAW_COLUMNS)
+    assert store.load(0, [0, 1, 5]) is None  # a stored batch is reused only for the same images
+    assert store.load_panel()["clean"].shape == (2, 1, 8, 8)

@@ -6,16 +6,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from advpure.config import validate_config
-from advpure.errors import AdvpureError
+from advpure.errors import AdvpureError, ConfigError
 from advpure.tasks.context import RunContext, command_line
 
 
 def context_from_hydra() -> RunContext:
     """The run folder, command line and group choices of the current Hydra job."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     choices = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
@@ -23,6 +24,7 @@ def context_from_hydra() -> RunContext:
         run_dir=Path(hydra_cfg.runtime.output_dir),
         command=command_line(list(hydra_cfg.overrides.task)),
         choices=choices,
+        multirun=hydra_cfg.mode == RunMode.MULTIRUN,
     )
 
 
@@ -31,7 +33,34 @@ def run_task(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     from advpure.tasks.registry import TASKS
 
     validate_config(cfg)
-    return TASKS[cfg.task.name](cfg, context)
+    check_placement(cfg, context)
+    try:
+        return TASKS[cfg.task.name](cfg, context)
+    finally:
+        finish_wandb()
+
+
+def finish_wandb() -> None:
+    """Close the W&B run a task's logger opened (flushes its files; the next run starts fresh)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def check_placement(cfg: DictConfig, context: RunContext) -> None:
+    """Refuse several processes inside a Hydra multirun: Lightning's DDP launcher re-runs the
+    command in every rank, and each rank would re-launch the whole sweep."""
+    hardware = cfg.hardware
+    devices = hardware.devices
+    single_device = devices == 1 or devices == "1" or (OmegaConf.is_list(devices) and len(devices) == 1)
+    if context.multirun and not (single_device and hardware.num_nodes == 1 and "ddp" not in str(hardware.strategy)):
+        raise ConfigError(
+            "hardware",
+            f"devices={devices}, num_nodes={hardware.num_nodes}, strategy={hardware.strategy} inside a multirun "
+            "(-m): Lightning DDP re-launches the command in every process, so each would re-run the whole sweep",
+            "give each sweep job one device (hardware=gpu or hardware=cpu; a launcher such as submitit spreads "
+            "jobs over devices), and use hardware=ddp for single runs",
+        )
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:

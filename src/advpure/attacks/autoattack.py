@@ -1,4 +1,8 @@
-"""AutoAttack (Croce & Hein, 2020) through pyautoattack, with gradients through the purifier."""
+"""AutoAttack (Croce & Hein, 2020) through pyautoattack, with gradients through the purifier.
+
+pyautoattack's checks for unreliable evaluations (``pyautoattack.checks``) only log warnings on the
+``auto-attack`` logger; the runner records them per call in ``last_checks``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 from typing import Any
 
 import torch
-from pyautoattack import AutoAttack
+from pyautoattack import AutoAttack, checks
 from pyautoattack.autopgd_base import APGDAttack
 from torch import nn
 
@@ -14,6 +18,32 @@ from advpure.config.enums import AutoAttackVersion, Norm
 from advpure.errors import ConfigError
 
 KNOWN_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+# pyautoattack's checks, by function name (the name its warning records carry as funcName).
+CHECKS = (
+    "check_randomized",
+    "check_range_output",
+    "check_dynamic",
+    "check_n_classes",
+    "check_zero_gradients",
+    "check_square_sr",
+)
+
+
+class CheckRecorder(logging.Handler):
+    """Collects the warnings pyautoattack's checks log, keyed by the check that logged them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: dict[str, list[str]] = {name: [] for name in CHECKS}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        messages = self.messages.setdefault(record.funcName if record.funcName in CHECKS else "other", [])
+        if record.getMessage() not in messages:
+            messages.append(record.getMessage())
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """``{check: {"warned": bool, "messages": [str, ...]}}`` for every check."""
+        return {name: {"warned": bool(messages), "messages": messages} for name, messages in self.messages.items()}
 
 
 def set_apgd_iterations(apgd: APGDAttack, n_iter: int) -> None:
@@ -38,6 +68,12 @@ class AutoAttackRunner:
         n_eot: EOT gradient samples per APGD iteration (``None``: 20 for ``rand``, else 1).
         n_restarts: APGD restarts (``None``: the version's own).
         seed: AutoAttack's seed.
+
+    After each call ``last_checks`` holds that call's check results (:meth:`CheckRecorder.report`:
+    per check, whether it warned and its messages); ``check_randomized``, which AutoAttack skips
+    for ``rand``, is run on every call, so ``last_checks["check_randomized"]["warned"]`` always
+    says whether the model looked randomized. The evaluation calls the runner once per batch and
+    model and stores ``last_checks`` per call; ``settings()["checks"]`` is the last call's.
     """
 
     def __init__(
@@ -76,6 +112,7 @@ class AutoAttackRunner:
         self.n_restarts = n_restarts
         self.seed = seed
         self._last: dict[str, Any] = {}
+        self.last_checks: dict[str, dict[str, Any]] | None = None
         # AutoAttack reports its per-attack progress at DEBUG: show it (progress within a batch).
         logging.getLogger("auto-attack").setLevel(logging.DEBUG)
 
@@ -103,12 +140,26 @@ class AutoAttackRunner:
         """x (B, C, H, W) in [0, 1], y (B,) -> x_adv within the eps-ball, in [0, 1]."""
         adversary = self.build(model, x.device)
         self._last = self._describe(adversary)
-        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        logger = logging.getLogger("auto-attack")
+        recorder = CheckRecorder()
+        logger.addHandler(recorder)
+        # check_dynamic counts autograd calls in a module-level dict it never resets: without this,
+        # one model that calls autograd in its forward would flag every later model as dynamic.
+        checks.funcs.update(dict.fromkeys(checks.funcs, 0))
+        try:
+            if self.version == AutoAttackVersion.rand:
+                checks.check_randomized(adversary.get_logits, x, y, logger=logger)
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        finally:
+            logger.removeHandler(recorder)
+        self.last_checks = recorder.report()
         return x_adv.detach()
 
     def settings(self) -> dict[str, Any]:
-        """The effective settings (attack list, iterations, EOT), as AutoAttack will run them."""
-        return self._last or self._describe(self.build(nn.Identity(), torch.device("cpu")))
+        """The effective settings (attack list, iterations, EOT), as AutoAttack will run them, and
+        the last call's ``checks`` (``None`` before the first call)."""
+        described = self._last or self._describe(self.build(nn.Identity(), torch.device("cpu")))
+        return {**described, "checks": self.last_checks}
 
     def _describe(self, adversary: AutoAttack) -> dict[str, Any]:
         return {

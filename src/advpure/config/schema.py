@@ -292,6 +292,50 @@ class PGDEOTSchema(AttackSchema):
 
 
 @dataclass
+class APGDEOTSchema(AttackSchema):
+    """APGD (pyautoattack's ``APGDAttack``) with EOT: ``n_iter`` iterations (null: 100), ``n_eot``
+    passes per gradient (null: 20), restarts, loss ce | dlr, step-size threshold ``rho``."""
+
+    _target_: str = "advpure.attacks.apgd_eot.APGDEOT"
+    n_restarts: int = 1
+    loss: AttackLoss = AttackLoss.ce
+    rho: float = 0.75
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("n_restarts", self.n_restarts, 1)
+        require_interval("rho", self.rho, 0.0, 1.0, low_open=True, high_open=True)
+        if self.loss == AttackLoss.margin:
+            from advpure.errors import ConfigError
+
+            raise ConfigError("loss", "APGD has no margin loss", "use loss=ce or loss=dlr (attack=pgd_eot has margin)")
+
+
+@dataclass
+class BPDAEOTSchema(AttackSchema):
+    """DiffPure's BPDA+EOT protocol (Linf only): ``n_iter`` sign steps (null: 50) of ``step_size``
+    (null: 2/255), ``n_eot`` purifications per gradient (null: 15), defense checks of
+    ``n_defense_reps`` purifications (null: 150), ``defense_chunk`` of them per image in one call
+    (null: calls no larger than a gradient step's, n_eot * batch images)."""
+
+    _target_: str = "advpure.attacks.bpda_eot.BPDAEOT"
+    n_defense_reps: int | None = None
+    step_size: float | None = None
+    defense_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norm != Norm.Linf:
+            from advpure.errors import ConfigError
+
+            raise ConfigError("norm", "BPDA+EOT is a Linf protocol", "use norm=Linf, or attack=pgd_eot for L2")
+        require_at_least("n_defense_reps", self.n_defense_reps, 1, allow_none=True)
+        require_interval("step_size", self.step_size, 0.0, low_open=True, allow_none=True)
+        require_at_least("defense_chunk", self.defense_chunk, 1, allow_none=True)
+
+
+@dataclass
 class TorchAttacksSchema(AttackSchema):
     """A torchattacks attack by class ``name``; ``kwargs`` go to its constructor."""
 
@@ -365,7 +409,8 @@ class TaskSchema:
 class EvaluateTaskSchema(TaskSchema):
     """Attack the undefended and the purified classifier on the first ``n_images`` test images;
     score the defended one by single draw, majority vote of ``n_vote`` and worst of ``n_worst``
-    purifications (max(n_vote, n_worst) draws per image, clean and adversarial)."""
+    purifications (max(n_vote, n_worst) draws per image, clean and adversarial). ``resume``:
+    reuse the finished batches of an identical evaluation from ``paths.evaluations``."""
 
     name: TaskName = TaskName.evaluate
     n_images: int = 512
@@ -376,6 +421,7 @@ class EvaluateTaskSchema(TaskSchema):
     subset_seed: int | None = None
     subset_index: int = 0
     class_balanced: bool = False
+    resume: bool = True
 
     def __post_init__(self) -> None:
         require_at_least("subset_index", self.subset_index, 0)
@@ -496,6 +542,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "none": NoAttackSchema,
         "autoattack": AutoAttackSchema,
         "pgd_eot": PGDEOTSchema,
+        "apgd_eot": APGDEOTSchema,
+        "bpda_eot": BPDAEOTSchema,
         "torchattacks": TorchAttacksSchema,
     },
     "hardware": {"base": HardwareSchema},

@@ -1,4 +1,4 @@
-"""The evaluation as a Lightning test loop: attack undefended and defended, record each example."""
+"""The evaluation as a Lightning test loop over planned batches, each stored when finished."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from advpure.attacks.geometry import GEOMETRIES
 from advpure.config.enums import Norm
 from advpure.errors import AdvpureError
+from advpure.evaluation.batches import BatchPlan, PlannedBatches, seed_stream
 from advpure.evaluation.defended import DefendedClassifier
+from advpure.evaluation.store import BatchStore
 
+MODELS = ("undefended", "defended")
 RECORD_COLUMNS = (
     "index",
     "label",
@@ -20,87 +24,138 @@ RECORD_COLUMNS = (
     "undefended_adv_pred",
     "defended_clean_pred",
     "defended_adv_pred",
+    "undefended_attack_succeeded",
+    "defended_attack_succeeded",
 )
 NORM_COLUMNS = ("undefended_linf", "undefended_l2", "defended_linf", "defended_l2")
+DRAW_COLUMNS = ("defended_clean_draws", "defended_adv_draws")
+VERDICT_COLUMNS = ("undefended_protocol_robust", "defended_protocol_robust")
 
 
 class EvaluationModule(pl.LightningModule):
-    """For each test batch ``(x, y, index)``: attack the classifier alone (control) and the
-    defended model (classifier after purifier, gradients by the purifier's grad mode; the bare
-    classifier for ``blind``), then score one fresh purification draw of the clean and of the
-    adversarial images, ``n_draws`` times each (one batched call of ``purify_copies``).
+    """For each planned batch ``(x, y, index, batch id)``: attack the classifier alone (control)
+    and the defended model (classifier after purifier, gradients by the purifier's grad mode;
+    the bare classifier for ``blind``), then score ``n_draws`` fresh purifications of the clean
+    and of the adversarial images (one batched ``purify_copies`` call each).
 
-    After ``trainer.test``, ``records`` holds one dict per image (gathered from every rank) with
-    ``RECORD_COLUMNS`` (the defended predictions are draw 0), the perturbation norms
-    ``NORM_COLUMNS`` and every draw's prediction (``defended_clean_draws``,
-    ``defended_adv_draws``: space-separated); ``panel`` holds up to ``n_panel`` (clean,
-    adversarial, purified-adversarial) images from rank 0's first batch. Every adversarial
-    example must lie in the attack's eps-ball and in [0, 1], else :class:`AttackBudgetError`.
+    Randomness: before the attacks torch's generators are seeded from (``seed``, batch, "attack"),
+    before the scoring draws from (``seed``, batch, "scoring") (:mod:`advpure.evaluation.batches`).
+    With ``resume``, a batch already in ``store`` (same indices) is read instead of computed; a
+    computed batch is always written to ``store`` at once. Under DDP, process r runs batches r, r + W, ...; at the end
+    process 0 reads every batch from the store.
+
+    After ``trainer.test``, on process 0: ``records`` holds one dict per image, in evaluation
+    order, with ``RECORD_COLUMNS`` (defended predictions are draw 0; an attack succeeded when the
+    clean prediction was right and the adversarial one wrong), ``NORM_COLUMNS``, ``DRAW_COLUMNS``
+    (every draw's prediction, space-separated) and, for an attack with its own verdict
+    (``attack.last_verdict``, e.g. BPDA+EOT's defense-reps check), ``VERDICT_COLUMNS``;
+    ``attack_checks`` the attack's per-batch diagnostics (``attack.last_checks``, e.g.
+    AutoAttack's randomness flags); ``panel`` up to ``n_panel`` (clean, adversarial,
+    purified-adversarial) images of batch 0; ``origins`` per batch, the ``origin`` (run folder)
+    of the run that computed it (batch files are stamped with it). Every adversarial example must lie in the attack's
+    eps-ball and in [0, 1], else :class:`AttackBudgetError`.
     """
 
     def __init__(
-        self, classifier: nn.Module, purifier: nn.Module, attack: Any, n_panel: int = 8, n_draws: int = 1
+        self,
+        classifier: nn.Module,
+        purifier: nn.Module,
+        attack: Any,
+        test_set: Dataset,
+        plan: BatchPlan,
+        store: BatchStore,
+        seed: int = 0,
+        n_panel: int = 8,
+        n_draws: int = 1,
+        resume: bool = True,
+        origin: str = "",
     ) -> None:
         super().__init__()
-        self.n_draws = n_draws
         self.classifier = classifier
         self.purifier = purifier
         self.defended = DefendedClassifier(purifier, classifier)
         self.attack = attack
+        self.test_set = test_set
+        self.plan = plan
+        self.store = store
+        self.seed = seed
         self.n_panel = n_panel
+        self.n_draws = n_draws
+        self.resume = resume
+        self.origin = origin
         self.records: list[dict[str, Any]] = []
+        self.attack_checks: list[dict[str, Any]] = []
         self.panel: dict[str, torch.Tensor] | None = None
-        self._rows: list[torch.Tensor] = []
+        self.origins: list[str] = []
         self._correct = torch.zeros(4)
         self._seen = 0
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y, index = batch
+    def test_dataloader(self) -> DataLoader:
+        """This process's batches (round robin over the DDP world), one whole batch per item."""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        batches = PlannedBatches(self.test_set, self.plan, self.plan.for_rank(rank, world))
+        return DataLoader(batches, batch_size=None, shuffle=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], batch_idx: int) -> None:
+        x, y, index, batch_id = batch
+        batch_id = int(batch_id)
+        indices = index.tolist()
+        stored = self.store.load(batch_id, indices) if self.resume else None
+        if stored is None:
+            stored = {"indices": indices, "computed_in": self.origin, **self.evaluate_batch(x, y, index, batch_id)}
+            self.store.save(batch_id, stored)
+        self._log_running(stored["records"])
+
+    def evaluate_batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, batch_id: int) -> dict[str, Any]:
+        """Attack and score one batch: ``{"records": [...], "attack_checks": {...}}``."""
         self.classifier.eval()
         self.purifier.eval()
-        with torch.enable_grad():
-            x_adv_undefended = self.attack(self.classifier, x, y)
-            x_adv_defended = self.attack(self.defended.attack_target(), x, y)
-        for name, x_adv in (("undefended", x_adv_undefended), ("defended", x_adv_defended)):
-            check_budget(self.attack, x, x_adv, name)
+        seed_stream(self.seed, batch_id, "attack")
+        x_adv: dict[str, torch.Tensor] = {}
+        verdicts: dict[str, torch.Tensor | None] = {}
+        checks: dict[str, Any] = {}
+        for name, target in zip(MODELS, (self.classifier, self.defended.attack_target()), strict=True):
+            with torch.enable_grad():
+                x_adv[name] = self.attack(target, x, y)
+            check_budget(self.attack, x, x_adv[name], name)
+            verdicts[name] = getattr(self.attack, "last_verdict", None)
+            checks[name] = getattr(self.attack, "last_checks", None)
+        seed_stream(self.seed, batch_id, "scoring")
         with torch.no_grad():
             clean_draws, _ = self._draws(x)
-            adv_draws, purified_adv = self._draws(x_adv_defended)
-            preds = torch.stack(
-                [
-                    self.classifier(x).argmax(1),
-                    self.classifier(x_adv_undefended).argmax(1),
-                    clean_draws[0],
-                    adv_draws[0],
-                ],
-                dim=1,
-            )
-        norms = [
-            _norms(x_adv_undefended - x),
-            _norms(x_adv_defended - x),
-        ]
-        row = torch.cat(
-            [
-                index[:, None].float(),
-                y[:, None].float(),
-                preds.float(),
-                clean_draws.T.float(),
-                adv_draws.T.float(),
-                *norms,
-            ],
-            dim=1,
-        )
-        self._rows.append(row.detach())
-        self._log_running(preds, y)
-        if self.panel is None and self.n_panel > 0:
+            adv_draws, purified_adv = self._draws(x_adv["defended"])
+            undefended_clean = self.classifier(x).argmax(1)
+            undefended_adv = self.classifier(x_adv["undefended"]).argmax(1)
+        columns: dict[str, list[Any]] = {
+            "index": index.tolist(),
+            "label": y.tolist(),
+            "undefended_clean_pred": undefended_clean.tolist(),
+            "undefended_adv_pred": undefended_adv.tolist(),
+            "defended_clean_pred": clean_draws[0].tolist(),
+            "defended_adv_pred": adv_draws[0].tolist(),
+            "undefended_attack_succeeded": _succeeded(undefended_clean, undefended_adv, y),
+            "defended_attack_succeeded": _succeeded(clean_draws[0], adv_draws[0], y),
+        }
+        for name in MODELS:
+            flat = (x_adv[name] - x).detach().flatten(1)
+            columns[f"{name}_linf"] = flat.abs().amax(1).tolist()
+            columns[f"{name}_l2"] = flat.norm(dim=1).tolist()
+            if verdicts[name] is not None:
+                columns[f"{name}_protocol_robust"] = verdicts[name].int().tolist()
+        columns["defended_clean_draws"] = [" ".join(map(str, d)) for d in clean_draws.T.tolist()]
+        columns["defended_adv_draws"] = [" ".join(map(str, d)) for d in adv_draws.T.tolist()]
+        records = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        if batch_id == 0 and self.n_panel > 0:
             k = min(self.n_panel, x.shape[0])
-            self.panel = {
-                "clean": x[:k].cpu(),
-                "adversarial": x_adv_defended[:k].cpu(),
-                "purified": purified_adv[:k].cpu(),
-                "label": y[:k].cpu(),
-                "prediction": preds[:k, 3].cpu(),
+            panel = {
+                "clean": x[:k],
+                "adversarial": x_adv["defended"][:k],
+                "purified": purified_adv[:k],
+                "label": y[:k],
+                "prediction": adv_draws[0, :k],
             }
+            self.store.save_panel(panel)
+        return {"records": records, "attack_checks": checks}
 
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions of ``n_draws`` purifications of x: (D, B) ints, and draw 0's images."""
@@ -108,40 +163,43 @@ class EvaluationModule(pl.LightningModule):
         logits = self.classifier(copies.flatten(0, 1))
         return logits.argmax(1).view(self.n_draws, x.shape[0]), copies[0]
 
-    def _log_running(self, preds: torch.Tensor, y: torch.Tensor) -> None:
-        clean_u, adv_u, clean_d, adv_d = (preds[:, i] == y for i in range(4))
-        correct = torch.stack([clean_u, clean_u & adv_u, clean_d, clean_d & adv_d]).sum(1).cpu().float()
-        self._correct += correct
-        self._seen += y.shape[0]
+    def _log_running(self, records: list[dict[str, Any]]) -> None:
+        """Running clean and robust accuracy (single draw) on the progress bar."""
+        for r in records:
+            clean_u = r["undefended_clean_pred"] == r["label"]
+            clean_d = r["defended_clean_pred"] == r["label"]
+            robust_u = clean_u and r["undefended_adv_pred"] == r["label"]
+            robust_d = clean_d and r["defended_adv_pred"] == r["label"]
+            self._correct += torch.tensor([clean_u, robust_u, clean_d, robust_d], dtype=torch.float32)
+        self._seen += len(records)
         names = ("undef_clean", "undef_robust", "def_clean", "def_robust")
-        for name, value in zip(names, self._correct / self._seen, strict=True):
-            self.log(
-                f"running/{name}",
-                value.item(),
-                prog_bar=True,
-                on_step=True,
-                on_epoch=False,
-                batch_size=1,
-            )
+        for name, value in zip(names, self._correct / max(self._seen, 1), strict=True):
+            self.log(f"running/{name}", value.item(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
 
     def on_test_epoch_end(self) -> None:
-        width = len(RECORD_COLUMNS) + 2 * self.n_draws + len(NORM_COLUMNS)
-        rows = torch.cat(self._rows) if self._rows else torch.zeros(0, width)
-        gathered = self.all_gather(rows)
-        if gathered.ndim == 3:  # (world, n, columns) under DDP
-            gathered = gathered.reshape(-1, gathered.shape[-1])
-        unique: dict[int, torch.Tensor] = {}
-        for row in gathered.cpu():
-            unique.setdefault(int(row[0]), row)  # DistributedSampler pads with repeats
-        self.records = []
-        for key in sorted(unique):
-            row = unique[key]
-            n, d = len(RECORD_COLUMNS), self.n_draws
-            record: dict[str, Any] = {c: int(v) for c, v in zip(RECORD_COLUMNS, row[:n], strict=True)}
-            record.update({c: float(v) for c, v in zip(NORM_COLUMNS, row[n + 2 * d :], strict=True)})
-            record["defended_clean_draws"] = " ".join(str(int(v)) for v in row[n : n + d])
-            record["defended_adv_draws"] = " ".join(str(int(v)) for v in row[n + d : n + 2 * d])
-            self.records.append(record)
+        """Wait for every process, then (process 0) read every planned batch from the store."""
+        self.trainer.strategy.barrier("advpure-evaluation-gather")
+        if not self.trainer.is_global_zero:
+            return
+        self.records, self.attack_checks, self.origins = [], [], []
+        for batch_id, indices in enumerate(self.plan.batches):
+            stored = self.store.load(batch_id, list(indices))
+            if stored is None:
+                raise AdvpureError(
+                    f"batch {batch_id} is missing from {self.store.folder} after every process finished; with "
+                    "DDP over several machines paths.evaluations must be on a filesystem they all see"
+                )
+            self.records.extend(stored["records"])
+            self.origins.append(stored.get("computed_in", ""))
+            self.attack_checks.append({"batch": batch_id, **(stored.get("attack_checks") or {})})
+        panel = self.store.load_panel()
+        if panel is not None and self.n_panel > 0:
+            self.panel = {k: v[: self.n_panel] for k, v in panel.items()}
+
+
+def _succeeded(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor) -> list[int]:
+    """1 where the clean prediction is right and the adversarial one wrong."""
+    return ((clean_pred == y) & (adv_pred != y)).int().tolist()
 
 
 class AttackBudgetError(AdvpureError, RuntimeError):
@@ -160,9 +218,3 @@ def check_budget(attack: Any, x: torch.Tensor, x_adv: torch.Tensor, which: str, 
             f"{size:.6g} (eps {eps:.6g}) with values in [{low:.4g}, {high:.4g}]; adversarial examples must lie "
             "in the eps-ball and in [0, 1]. This is a bug in the attack or its settings: no result was written"
         )
-
-
-def _norms(delta: torch.Tensor) -> torch.Tensor:
-    """(B, 2): Linf and L2 norm of each perturbation."""
-    flat = delta.detach().flatten(1)
-    return torch.stack([flat.abs().amax(1), flat.norm(dim=1)], dim=1)

@@ -36,6 +36,10 @@ def summarize(records: list[dict[str, Any]], n_vote: int = 1, n_worst: int = 1) 
         clean_acc, robust_acc = score(clean, adv, labels, name, k)
         metrics[f"defended_clean_{name}"] = {**clean_acc.as_dict(), "k": k}
         metrics[f"defended_robust_{name}"] = {**robust_acc.as_dict(), "k": k}
+    for model in ("undefended", "defended"):  # an attack's own verdict (e.g. BPDA+EOT's defense reps)
+        column = f"{model}_protocol_robust"
+        if records and column in records[0]:
+            metrics[f"{model}_robust_protocol"] = accuracy(sum(r[column] for r in records), n).as_dict()
     return metrics
 
 
@@ -83,6 +87,17 @@ def format_table(results: dict[str, Any]) -> str:
         if f"defended_robust_{name}" in m:
             label = f"{defended_label}, {title.format(k=m[f'defended_robust_{name}']['k'])}"
             lines.append(f"| {label} | {cell(f'defended_clean_{name}')} | {cell(f'defended_robust_{name}')} |")
+    if "defended_robust_protocol" in m:
+        verdict = f"{attack['name']}'s own verdict (correct at every check of the attack)"
+        lines.append(f"| undefended, {verdict} | | {cell('undefended_robust_protocol')} |")
+        lines.append(f"| {defended_label}, {verdict} | | {cell('defended_robust_protocol')} |")
+    batches = results.get("batches")
+    if batches:
+        lines += [
+            "",
+            f"{batches['n_batches']} batches of {batches['batch_size']}: {batches['computed_now']} computed in this "
+            f"run, {batches['reused']} reused from earlier runs of the same evaluation ({batches['store']})",
+        ]
     lines.append("")
     return "\n".join(lines)
 

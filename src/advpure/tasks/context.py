@@ -28,11 +28,12 @@ VERSIONED_PACKAGES = (
 @dataclass
 class RunContext:
     """``run_dir``: where every artifact goes; ``command``: the exact command line;
-    ``choices``: the selected option of each config group."""
+    ``choices``: the selected option of each config group; ``multirun``: a job of a sweep."""
 
     run_dir: Path
     command: str = "python run.py"
     choices: dict[str, str] = field(default_factory=dict)
+    multirun: bool = False
 
 
 def package_versions() -> dict[str, str]:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from advpure.data.base import IndexedDataset
+from advpure.errors import ConfigError
+from advpure.evaluation.batches import STREAMS, BatchPlan
 from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
+from advpure.evaluation.store import BatchStore, evaluation_key
 from advpure.evaluation.subsets import dataset_labels, select_subset
 from advpure.instantiate import build
 from advpure.tasks.components import build_classifier, build_logger, build_purifier, build_trainer
@@ -37,19 +38,45 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     subset_seed = cfg.task.subset_seed
     labels = dataset_labels(datamodule.test_set) if cfg.task.class_balanced else [0] * len(datamodule.test_set)
     chosen = select_subset(labels, cfg.task.n_images, subset_seed, cfg.task.subset_index, cfg.task.class_balanced)
-    images = IndexedDataset(datamodule.test_set, chosen)
-    loader = DataLoader(images, batch_size=cfg.task.batch_size, shuffle=False, num_workers=datamodule.num_workers)
+    plan = BatchPlan.cut(chosen, cfg.task.batch_size)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    store = BatchStore(cfg.paths.evaluations, evaluation_key(config))  # type: ignore[arg-type]
 
-    n_draws = max(cfg.task.n_vote, cfg.task.n_worst)
-    module = EvaluationModule(classifier, purifier, attack, n_panel=cfg.task.n_panel, n_draws=n_draws)
+    module = EvaluationModule(
+        classifier,
+        purifier,
+        attack,
+        datamodule.test_set,
+        plan,
+        store,
+        seed=cfg.seed,
+        n_panel=cfg.task.n_panel,
+        n_draws=max(cfg.task.n_vote, cfg.task.n_worst),
+        resume=cfg.task.resume,
+        origin=str(context.run_dir),
+    )
     trainer = build_trainer(
         cfg.hardware,
         build_logger(cfg.logger, context.run_dir, cfg),
         context.run_dir,
         inference_mode=False,
+        use_distributed_sampler=False,  # the module shards whole planned batches itself
     )
-    log.info("evaluating %d images in batches of %d", cfg.task.n_images, cfg.task.batch_size)
-    trainer.test(module, dataloaders=loader, verbose=False)
+    if len(plan) < trainer.world_size:
+        raise ConfigError(
+            "task.batch_size",
+            f"{cfg.task.n_images} images in batches of {cfg.task.batch_size} make {len(plan)} batches for "
+            f"{trainer.world_size} processes",
+            f"use at most {cfg.task.n_images // trainer.world_size} images per batch, or fewer hardware.devices",
+        )
+    log.info(
+        "evaluating %d images in %d batches of %d; batch store %s",
+        len(chosen),
+        len(plan),
+        cfg.task.batch_size,
+        store.folder,
+    )
+    trainer.test(module, verbose=False)
     if not trainer.is_global_zero:
         return {}
 
@@ -67,6 +94,23 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
             "subset_index": cfg.task.subset_index,
             "class_balanced": cfg.task.class_balanced,
         },
+        "seeds": {
+            "seed": cfg.seed,
+            "subset_seed": subset_seed,
+            "attack_seed": attack.settings().get("seed"),
+            "purifier_seed": purifier_settings.get("seed"),
+            "batch_streams": {
+                stream: f"torch.manual_seed(stream_seed({cfg.seed}, batch, {stream!r}))" for stream in STREAMS
+            },
+        },
+        "batches": {
+            "batch_size": cfg.task.batch_size,
+            "n_batches": len(plan),
+            "computed_now": sum(origin == str(context.run_dir) for origin in module.origins),
+            "reused": sum(origin != str(context.run_dir) for origin in module.origins),
+            "reused_from": sorted({o for o in module.origins if o != str(context.run_dir)}),
+            "store": str(store.folder),
+        },
         "budget": cfg.get("budget"),
         "metrics": summarize(module.records, cfg.task.n_vote, cfg.task.n_worst),
         "attack": {**attack.settings(), "grad_mode": purifier_settings["grad_mode"]},
@@ -75,21 +119,25 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "gradient_is_approximation": purifier_settings["gradient_is_approximation"],
         "command": context.command,
         "versions": package_versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "attack_checks": module.attack_checks,
+        "config": config,
     }
     paths = write_results(context.run_dir, results, module.records, module.panel)
     table = format_table(results)
     print("\n" + table, flush=True)
     print(f"results: {paths['results']}", flush=True)
-    _log_summary(trainer, results)
+    _log_results(trainer, results, module.records, paths.get("panel"))
     return results
 
 
-def _log_summary(trainer: pl.Trainer, results: dict[str, Any]) -> None:
-    """Send the final metrics to the run's logger (W&B summary, CSV row)."""
-    if not trainer.loggers:
-        return
+def _log_results(trainer: pl.Trainer, results: dict[str, Any], records: list[dict[str, Any]], panel: Any) -> None:
+    """Send the final metrics to every logger (W&B summary, CSV row), and to loggers that take
+    them (W&B) the per-example table and the image panel."""
     flat = {f"final/{name}": m["value"] for name, m in results["metrics"].items()}
     for logger in trainer.loggers:
         logger.log_metrics(flat)
+        if hasattr(logger, "log_table") and records:
+            logger.log_table(key="records", columns=list(records[0]), data=[list(r.values()) for r in records])
+        if hasattr(logger, "log_image") and panel is not None:
+            logger.log_image(key="panel", images=[str(panel)], caption=["clean / adversarial / purified"])
         logger.save()

@@ -1,0 +1,124 @@
+"""APGD (Croce & Hein, 2020) with EOT, run through pyautoattack's ``APGDAttack``.
+
+APGD's own step-size schedule, momentum and checkpoints; each iteration averages the gradient
+over ``n_eot`` forward passes of the (random) model (APGD's ``eot_iter``: ``n_eot`` sequential
+calls on B images). Restarts attack only the images no earlier restart fooled. An image APGD
+fooled (one draw misclassified it at some iterate) returns that iterate, as APGD's ``perturb``
+does; an image it did not fool returns its highest-loss iterate (``perturb`` would return the
+clean image, which wastes the attack on a randomized defense that is scored again afterwards).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from pyautoattack.autopgd_base import APGDAttack
+from torch import nn
+
+from advpure.attacks.autoattack import set_apgd_iterations
+from advpure.config.enums import AttackLoss, Norm
+from advpure.errors import ConfigError
+
+PUBLISHED_STEPS = 100
+PUBLISHED_EOT = 20
+APGD_LOSSES = (AttackLoss.ce, AttackLoss.dlr)
+
+
+class APGDEOT:
+    """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
+
+    Args:
+        eps: radius of the ``norm`` ball, in [0, 1] pixel units.
+        norm: ``Linf`` or ``L2``.
+        n_iter: APGD iterations per restart (``None``: 100).
+        n_eot: forward passes averaged per gradient (``None``: 20, AutoAttack's rand version).
+        n_restarts: APGD runs from random starts; later ones attack only unfooled images.
+        loss: ``ce`` or ``dlr`` (APGD has no margin loss).
+        rho: APGD's step-size decrease threshold (0.75 in AutoAttack).
+        seed: APGD's seed; like ``APGDAttack.perturb`` it seeds torch's global generator
+            at the start of every call (random starts; the model's draws follow from it).
+    """
+
+    name = "apgd_eot"
+
+    def __init__(
+        self,
+        eps: float,
+        norm: Norm = Norm.Linf,
+        n_iter: int | None = None,
+        n_eot: int | None = None,
+        n_restarts: int = 1,
+        loss: AttackLoss = AttackLoss.ce,
+        rho: float = 0.75,
+        seed: int = 0,
+    ) -> None:
+        self.eps = float(eps)
+        self.norm = Norm(norm)
+        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
+        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
+        self.n_restarts = int(n_restarts)
+        self.loss = AttackLoss(loss)
+        if self.loss not in APGD_LOSSES:
+            raise ConfigError(
+                "attack.loss",
+                f"APGD has no {self.loss.value} loss",
+                "use attack.loss=ce or attack.loss=dlr (attack=pgd_eot has the margin loss)",
+            )
+        self.rho = float(rho)
+        self.seed = int(seed)
+
+    def build(self, model: nn.Module, device: torch.device) -> APGDAttack:
+        """A pyautoattack ``APGDAttack`` on ``model`` with this attack's budget."""
+        apgd = APGDAttack(
+            model,
+            n_iter=self.n_iter,
+            norm=self.norm.value,
+            n_restarts=self.n_restarts,
+            eps=self.eps,
+            seed=self.seed,
+            loss=self.loss.value,
+            eot_iter=self.n_eot,
+            rho=self.rho,
+            device=device,
+            logger=logging.getLogger("auto-attack"),
+        )
+        set_apgd_iterations(apgd, self.n_iter)
+        return apgd
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.detach().float()
+        apgd = self.build(model, x.device)
+        apgd.init_hyperparam(x)
+        torch.random.manual_seed(self.seed)
+        x_adv = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        remaining = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.n_restarts):
+            index = remaining.nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+            x_best, robust, loss_best, x_best_adv = apgd.attack_single_run(x[index], y[index])
+            fooled = ~robust.bool()
+            better = loss_best > best_loss[index]
+            chosen = torch.where(fooled.view(-1, *[1] * (x.ndim - 1)), x_best_adv, x_best)
+            take = fooled | better
+            x_adv[index[take]] = chosen[take].detach()
+            best_loss[index[better]] = loss_best[better]
+            remaining[index[fooled]] = False
+        return x_adv
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "norm": self.norm.value,
+            "eps": self.eps,
+            "n_iter": self.n_iter,
+            "n_eot": self.n_eot,
+            "n_restarts": self.n_restarts,
+            "loss": self.loss.value,
+            "rho": self.rho,
+            "seed": self.seed,
+            "reduced_budget": self.n_iter < PUBLISHED_STEPS or self.n_eot < PUBLISHED_EOT,
+        }

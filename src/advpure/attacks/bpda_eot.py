@@ -1,0 +1,150 @@
+"""BPDA+EOT: DiffPure's published protocol (Nie et al. 2022), after Hill et al. (2021).
+
+The protocol is DiffPure's ``bpda_eot/bpda_eot_attack.py`` (github.com/NVlabs/DiffPure), itself
+Hill et al.'s ``bpda_eot_attack.py`` (github.com/point0bar1/ebm-defense), as configured there:
+50 Linf sign steps of 2/255 from x (no random start), each step's gradient from 15 purifications
+(one batched call), a defense check of 150 purifications, projection to the eps-ball and [0, 1].
+The BPDA part (backward pass as identity) is the purifier's ``grad_mode=bpda``, not this class.
+
+Both averages are of logits, as in the reference (``eot_attack_ave='logits'``,
+``eot_defense_ave='logits'``):
+- attack loss: cross-entropy of the mean of the ``n_eot`` draws' logits;
+- defense prediction: argmax of the mean of ``n_defense_reps`` draws' logits.
+
+Checks, one per iterate x_0 = x, ..., x_n_iter: the batched ``n_eot`` draws that give the step's
+gradient also give a cheap prediction (mean logits of the ``n_eot`` draws); only an image that
+this prediction misclassifies gets the full check of ``n_defense_reps`` draws, and it is broken
+if that check misclassifies it too (the reference's ``eot_defense_verification``). A broken image
+stays broken: it is neither attacked nor checked again, and returns the iterate at which it broke;
+an image never broken returns the last iterate. The reference checks x twice (a baseline pass,
+then step 0); here x is checked once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advpure.config.enums import Norm
+from advpure.errors import ConfigError
+
+PUBLISHED_STEPS = 50
+PUBLISHED_EOT = 15
+PUBLISHED_DEFENSE_REPS = 150
+PUBLISHED_STEP_SIZE = 2 / 255
+
+
+class BPDAEOT:
+    """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
+
+    After each call ``last_verdict`` (B,) bool is True where the protocol counts the image as
+    defended (correctly classified at every check): the protocol's own robust accuracy.
+
+    Args:
+        eps: Linf radius, in [0, 1] pixel units.
+        norm: ``Linf`` only (the protocol is Linf).
+        n_iter: sign steps (``None``: 50).
+        n_eot: purifications per gradient (``None``: 15).
+        n_defense_reps: purifications per defense check (``None``: 150).
+        step_size: Linf step (``None``: 2/255).
+        defense_chunk: purifications per image in one forward call of a defense check
+            (``None``: as many as keep a call within n_eot * B images, the size of the
+            gradient step's call on the batch, which the batch size already fits in memory).
+    """
+
+    name = "bpda_eot"
+
+    def __init__(
+        self,
+        eps: float,
+        norm: Norm = Norm.Linf,
+        n_iter: int | None = None,
+        n_eot: int | None = None,
+        n_defense_reps: int | None = None,
+        step_size: float | None = None,
+        defense_chunk: int | None = None,
+    ) -> None:
+        if Norm(norm) != Norm.Linf:
+            raise ConfigError("attack.norm", "BPDA+EOT is a Linf protocol", "use attack.norm=Linf, or attack=pgd_eot")
+        self.norm = Norm.Linf
+        self.eps = float(eps)
+        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
+        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
+        self.n_defense_reps = PUBLISHED_DEFENSE_REPS if n_defense_reps is None else int(n_defense_reps)
+        self.step_size = PUBLISHED_STEP_SIZE if step_size is None else float(step_size)
+        self.defense_chunk = None if defense_chunk is None else int(defense_chunk)
+        self.last_verdict: torch.Tensor | None = None
+
+    def eot_logits_and_gradient(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean logits (B, K) of ``n_eot`` draws (one call on n_eot * B images) and, if asked,
+        the gradient (B, C, H, W) of the cross-entropy of those mean logits."""
+        with torch.set_grad_enabled(with_gradient):
+            x_in = x_adv.detach().requires_grad_(with_gradient)
+            batch = x_in.repeat(self.n_eot, *[1] * (x_adv.ndim - 1))
+            mean_logits = model(batch).view(self.n_eot, x_adv.shape[0], -1).mean(0)
+            if not with_gradient:
+                return mean_logits, None
+            (grad,) = torch.autograd.grad(F.cross_entropy(mean_logits, y, reduction="sum"), x_in)
+        return mean_logits.detach(), grad
+
+    @torch.no_grad()
+    def defense_prediction(self, model: nn.Module, x: torch.Tensor, max_call: int | None = None) -> torch.Tensor:
+        """The defense's label (B,): argmax of the mean logits of ``n_defense_reps`` draws, in
+        calls of ``defense_chunk`` draws per image (``None``: calls of at most ``max_call``
+        images; ``max_call=None``: all draws in one call)."""
+        if self.defense_chunk is not None:
+            chunk = self.defense_chunk
+        else:
+            chunk = self.n_defense_reps if max_call is None else max(1, max_call // x.shape[0])
+        total = None
+        for start in range(0, self.n_defense_reps, chunk):
+            reps = min(chunk, self.n_defense_reps - start)
+            logits = model(x.repeat(reps, *[1] * (x.ndim - 1))).view(reps, x.shape[0], -1).sum(0)
+            total = logits if total is None else total + logits
+        return (total / self.n_defense_reps).argmax(1)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        x_adv = x.clone()
+        defended = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for step in range(self.n_iter + 1):
+            active = defended.nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            attack_step = step < self.n_iter
+            mean_logits, grad = self.eot_logits_and_gradient(model, x_adv[active], y[active], attack_step)
+            suspects = active[mean_logits.argmax(1) != y[active]]
+            if suspects.numel() > 0:
+                predicted = self.defense_prediction(model, x_adv[suspects], max_call=self.n_eot * x.shape[0])
+                defended[suspects] = predicted == y[suspects]
+            if attack_step:
+                still = defended[active]
+                index = active[still]
+                stepped = x_adv[index] + self.step_size * grad[still].sign()
+                delta = (stepped - x[index]).clamp(-self.eps, self.eps)
+                x_adv[index] = (x[index] + delta).clamp(0.0, 1.0)
+        self.last_verdict = defended.clone()
+        return x_adv
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "norm": self.norm.value,
+            "eps": self.eps,
+            "n_iter": self.n_iter,
+            "n_eot": self.n_eot,
+            "n_defense_reps": self.n_defense_reps,
+            "step_size": self.step_size,
+            "defense_chunk": self.defense_chunk,
+            "average": "logits",
+            # the reference's gate: the full check runs only where the n_eot draws misclassify
+            "gated_checks": True,
+            "reduced_budget": self.n_iter < PUBLISHED_STEPS
+            or self.n_eot < PUBLISHED_EOT
+            or self.n_defense_reps < PUBLISHED_DEFENSE_REPS,
+        }

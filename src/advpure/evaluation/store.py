@@ -1,0 +1,138 @@
+"""Completed evaluation batches on disk: what makes an evaluation resumable and gatherable.
+
+An evaluation's store is the folder ``<paths.evaluations>/<fingerprint>/``; the fingerprint hashes
+everything that changes its numbers: the resolved config (minus what cannot change a number:
+logger, paths, process count, panel size, ``task.n_images``, ``task.resume``), advpure's own
+source files, the versions of the packages that change numbers, and the size and modification
+time of every checkpoint file the config names. Each finished batch is one JSON file written
+atomically (``batch_00003.json``: its dataset indices and per-image records), so a killed run
+loses at most the batch in flight, and re-running the same command (or the same evaluation with
+more images, or on another number of DDP processes) reuses every finished batch. A batch file is
+reused only if its indices equal the planned batch's. DDP processes write their own batches and
+process 0 reads them all (the store must be on a filesystem every process sees).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from advpure.io import write_atomic, write_json_atomic
+from advpure.tasks.context import package_versions
+
+# Config keys that cannot change an evaluation's numbers (dotted; a group name drops the group).
+NUMBER_NEUTRAL_KEYS = (
+    "logger",
+    "paths",
+    "hydra",
+    "budget",
+    "hardware.devices",
+    "hardware.strategy",
+    "hardware.num_nodes",
+    "task.n_images",
+    "task.n_panel",
+    "task.resume",
+)
+PANEL_KEYS = ("clean", "adversarial", "purified", "label", "prediction")
+
+
+def source_digest() -> str:
+    """SHA-256 of advpure's own source files (any code change starts a new store)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def checkpoint_stats(config: dict[str, Any]) -> dict[str, list[int]]:
+    """``{file: [size, mtime_ns]}`` for every existing checkpoint file or folder the config names."""
+    named = [
+        config.get("classifier", {}).get("checkpoint"),
+        config.get("diffusion", {}).get("checkpoint"),
+        config.get("diffusion", {}).get("pretrained"),
+    ]
+    stats: dict[str, list[int]] = {}
+    for name in filter(None, named):
+        base = Path(name)
+        candidates = [base, *base.parent.glob(base.name + ".*")] if base.parent.is_dir() else [base]
+        for path in candidates:
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                if file.is_file():
+                    stat = file.stat()
+                    stats[str(file)] = [stat.st_size, stat.st_mtime_ns]
+    return stats
+
+
+def evaluation_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What the fingerprint hashes: the config without number-neutral keys, code and versions."""
+    kept = json.loads(json.dumps(config, default=str))
+    for dotted in NUMBER_NEUTRAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = kept
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return {
+        "config": kept,
+        "source": source_digest(),
+        "versions": package_versions(),
+        "checkpoints": checkpoint_stats(config),
+    }
+
+
+def fingerprint(key: dict[str, Any]) -> str:
+    """A short hex digest of an :func:`evaluation_key`."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class BatchStore:
+    """One evaluation's finished batches under ``root/<fingerprint>/``.
+
+    Args:
+        root: ``paths.evaluations``.
+        key: :func:`evaluation_key` of the evaluation (written once as ``key.json`` for people).
+    """
+
+    def __init__(self, root: str | Path, key: dict[str, Any]) -> None:
+        self.key = key
+        self.folder = Path(root) / fingerprint(key)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key_file = self.folder / "key.json"
+        if not key_file.exists():
+            write_json_atomic(key_file, key)
+
+    def batch_path(self, batch_id: int) -> Path:
+        return self.folder / f"batch_{batch_id:05d}.json"
+
+    def load(self, batch_id: int, indices: list[int]) -> dict[str, Any] | None:
+        """The stored batch if it holds exactly ``indices``; else ``None``."""
+        path = self.batch_path(batch_id)
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # unreadable: recompute (atomic writes make this a foreign file)
+        return stored if stored.get("indices") == list(indices) else None
+
+    def save(self, batch_id: int, payload: dict[str, Any]) -> Path:
+        """Write one finished batch atomically (``payload`` holds ``indices`` and ``records``)."""
+        return write_json_atomic(self.batch_path(batch_id), {"batch": batch_id, **payload})
+
+    def save_panel(self, panel: dict[str, torch.Tensor]) -> None:
+        """Keep batch 0's image panel (safetensors) so a resumed run can still draw it."""
+        tensors = {k: panel[k].detach().cpu().clone() for k in PANEL_KEYS}
+        write_atomic(self.folder / "panel.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+
+    def load_panel(self) -> dict[str, torch.Tensor] | None:
+        path = self.folder / "panel.safetensors"
+        return load_file(str(path)) if path.is_file() else None
