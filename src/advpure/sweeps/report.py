@@ -64,6 +64,20 @@ def _scored(metrics: dict[str, Any], rule: str) -> str:
     return "-" if metric is None else f"{_pct(metric)} (k={metric['k']})"
 
 
+def attack_text(attack: dict[str, Any]) -> str:
+    """``autoattack version=rand, n_iter=30, n_eot=8, n_restarts=1 (REDUCED budget)``: the settings
+    that tell attacks apart (torchattacks: its class, ``steps``, ``eot_iter``)."""
+    keys = ("attack", "version", "n_iter", "steps", "n_eot", "eot_iter", "n_restarts", "n_defense_reps", "loss")
+    text = f"{attack['name']} " + ", ".join(f"{k}={attack[k]}" for k in keys if k in attack)
+    return text + (" (REDUCED budget)" if attack.get("reduced_budget") else "")
+
+
+def _protocol(metrics: dict[str, Any]) -> str:
+    """The attack's own verdict (e.g. bpda_eot's defense-reps check), or ``-`` without one."""
+    metric = metrics.get("defended_robust_protocol")
+    return "-" if metric is None else _pct(metric)
+
+
 def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
     """Flat per-job records (what sweep.csv holds)."""
     flat = []
@@ -78,6 +92,7 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
                 "job": row.label,
                 "status": "done",
                 "purifier": r["purifier"]["name"],
+                "attack": attack_text(r["attack"]),
                 "grad_mode": r.get("grad_mode", "full"),
                 "gradient_is_approximation": r.get("gradient_is_approximation", False),
                 "n_images": m["defended_clean"]["n"],
@@ -87,6 +102,7 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
                 "defended_robust_ci_high": m["defended_robust"]["ci_high"],
                 "defended_robust_majority": m.get("defended_robust_majority", {}).get("value"),
                 "defended_robust_worst": m.get("defended_robust_worst", {}).get("value"),
+                "defended_robust_protocol": m.get("defended_robust_protocol", {}).get("value"),
                 "undefended_robust": m["undefended_robust"]["value"],
                 "reduced_budget": bool(r["attack"].get("reduced_budget")),
                 "folder": row.job_dir.name,
@@ -96,40 +112,46 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
 
 
 def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
-    """The sweep table with the shared settings above it."""
+    """The sweep table with the settings all jobs share above it.
+
+    The attack goes into the header when every job ran the same one and into an ``attack`` column
+    otherwise; an ``attack's own verdict`` column appears when some job's attack has one.
+    """
     done = [row.results for row in rows if row.results is not None]
+    attacks = {attack_text(r["attack"]) for r in done}
+    attack_column = len(attacks) > 1
+    verdict_column = any("defended_robust_protocol" in r["metrics"] for r in done)
     lines = [f"### Sweep {sweep_dir.name}", ""]
     if done:
         first = done[0]
         attack = first["attack"]
         lines += [
             f"- {first['dataset']}, {first['classifier']}; threat model {attack['norm']}, eps = {attack['eps']:.4g}",
-            f"- attack: {attack['name']} "
-            + ", ".join(f"{k}={attack[k]}" for k in ("version", "n_iter", "n_eot", "n_restarts") if k in attack)
-            + (" (REDUCED budget: not a publishable number)" if attack.get("reduced_budget") else ""),
+            "- attack: varies by job (column `attack`)" if attack_column else f"- attack: {attack_text(attack)}",
             f"- images: {first['metrics']['defended_clean']['n']}, seed {first['seed']}; defended clean is single "
             "draw; majority vote: the label strictly out-votes the others; worst of N: all N draws correct; "
             "95% Wilson intervals",
-            "- rows whose gradient is an APPROXIMATION may overstate robustness; `full` is the exact gradient",
+            "- rows whose gradient is an APPROXIMATION may overstate robustness; `full` is the exact gradient; "
+            "a REDUCED budget is not a publishable number",
             "",
         ]
-    lines += [
-        "| job | grad mode | defended clean | defended robust, single draw | majority vote | worst of N "
-        "| undefended robust |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["job"] + (["attack"] if attack_column else []) + ["grad mode", "defended clean"]
+    header += ["defended robust, single draw", "majority vote", "worst of N"]
+    header += (["attack's own verdict"] if verdict_column else []) + ["undefended robust"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         r = row.results
         if r is None:
-            lines.append(f"| {row.label} | - | missing results.json ({row.job_dir.name}) | - | - | - | - |")
+            cells = [row.label, f"missing results.json ({row.job_dir.name})"]
+            lines.append("| " + " | ".join(cells + ["-"] * (len(header) - 2)) + " |")
             continue
         m = r["metrics"]
         mode = r.get("grad_mode", "full")
         mode_cell = f"{mode} (approximation)" if r.get("gradient_is_approximation") else f"{mode} (exact)"
-        lines.append(
-            f"| {row.label} | {mode_cell} | {_pct(m['defended_clean'])} | {_pct(m['defended_robust'])} "
-            f"| {_scored(m, 'majority')} | {_scored(m, 'worst')} | {_pct(m['undefended_robust'])} |"
-        )
+        cells = [row.label] + ([attack_text(r["attack"])] if attack_column else []) + [mode_cell]
+        cells += [_pct(m["defended_clean"]), _pct(m["defended_robust"]), _scored(m, "majority")]
+        cells += [_scored(m, "worst")] + ([_protocol(m)] if verdict_column else []) + [_pct(m["undefended_robust"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
