@@ -52,8 +52,9 @@ def test_cheap_options_instantiate(compose_cfg, tmp_path):
         assert isinstance(net, torch.nn.Module)
     backbone = build(cfg.diffusion.net, key="diffusion.net")
     for option in group_options("purifier"):
-        purifier = purifier_on(compose_cfg(f"purifier={option}").purifier, backbone)
+        purifier = purifier_on(compose_cfg(f"purifier={option}").purifier, backbone, threat_eps=0.15)
         assert purifier.settings()["name"] == option
+        assert purifier.settings().get("guide_eps", 0.15) == 0.15  # a null guide_eps takes the threat model's
     for option in group_options("attack"):
         attack = build(compose_cfg(f"attack={option}").attack, key="attack", eps=0.1)
         assert attack.norm == Norm.Linf

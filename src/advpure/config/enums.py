@@ -26,7 +26,9 @@ class GradMode(str, Enum):
     ``full``: exact autograd through every solver step (checkpointed per step);
     ``adjoint``: torchsde's stochastic adjoint (VP-SDE only); ``surrogate``: gradient of a cheaper
     purification, value of the real one; ``bpda``: backward pass as identity; ``blind``: the attack
-    differentiates the classifier alone. Every mode but ``full`` is reported as an approximation.
+    differentiates the classifier alone; ``guidance_blind`` (guided purifiers only): exact through
+    the sampler, but the guidance gradient is treated as a constant, as earlier evaluations of
+    GDMP and MimicDiffusion did. Every mode but ``full`` is reported as an approximation.
     """
 
     full = "full"
@@ -34,6 +36,7 @@ class GradMode(str, Enum):
     surrogate = "surrogate"
     bpda = "bpda"
     blind = "blind"
+    guidance_blind = "guidance_blind"
 
 
 class SdeMethod(str, Enum):
@@ -54,6 +57,30 @@ class DdpmVariance(str, Enum):
 
     posterior = "posterior"
     beta = "beta"
+
+
+class GuidanceDistance(str, Enum):
+    """GDMP's similarity: ``mse`` (mean squared error) or ``ssim`` (structural similarity)."""
+
+    mse = "mse"
+    ssim = "ssim"
+
+
+class GuidanceOperator(str, Enum):
+    """MimicDiffusion's short-range operator: x4 ``nearest`` (released code) or ``bicubic``
+    upsampling, or ``identity``."""
+
+    nearest = "nearest"
+    bicubic = "bicubic"
+    identity = "identity"
+
+
+class GuidedStart(str, Enum):
+    """Where MimicDiffusion's chain starts: pure ``noise`` at step T (released code; the input
+    enters only through guidance) or the input ``diffused`` to t*."""
+
+    noise = "noise"
+    diffused = "diffused"
 
 
 class TaskName(str, Enum):

@@ -23,6 +23,9 @@ from advpure.config.enums import (
     CifarVariant,
     DdpmVariance,
     GradMode,
+    GuidanceDistance,
+    GuidanceOperator,
+    GuidedStart,
     Norm,
     OdeMethod,
     SdeMethod,
@@ -200,6 +203,62 @@ class DiffPureODESchema(VPGridSchema):
 
     _target_: str = "advpure.purifiers.diffpure_ode.DiffPureODE"
     method: OdeMethod = OdeMethod.euler
+
+
+@dataclass
+class GDMPSchema(DiffPureDDPMSchema):
+    """GDMP: DDPM purification guided toward the diffused input, ``n_repeats`` rounds."""
+
+    _target_: str = "advpure.purifiers.gdmp.GDMP"
+    t_star: float = 0.036
+    variance: DdpmVariance = DdpmVariance.beta
+    n_repeats: int = 4
+    distance: GuidanceDistance = GuidanceDistance.mse
+    guide_scale: float = 60000.0
+    guide_eps: float | None = None
+    loss_batch_size: int = 100
+
+    def check_variant(self) -> None:
+        super().check_variant()
+        require_at_least("n_repeats", self.n_repeats, 1)
+        require_at_least("loss_batch_size", self.loss_batch_size, 1)
+        require_interval("guide_scale", self.guide_scale, 0.0)
+        if self.guide_eps is not None:
+            require_interval("guide_eps", self.guide_eps, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class MimicDiffusionSchema(ReversePurifierSchema):
+    """MimicDiffusion: DDIM (eta = 1) guided by long- and short-range L1 distances to the input."""
+
+    _target_: str = "advpure.purifiers.mimicdiffusion.MimicDiffusion"
+    t_star: float = 1.0
+    start: GuidedStart = GuidedStart.noise
+    stride: int = 10
+    rho: float = 3000.0
+    guidance_window: list[float] = field(default_factory=lambda: [0.2, 0.9])
+    operator: GuidanceOperator = GuidanceOperator.nearest
+    operator_factor: int = 4
+    loss_batch_size: int = 16
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_timesteps: int = 1000
+
+    def check_variant(self) -> None:
+        require_at_least("stride", self.stride, 1)
+        require_at_least("operator_factor", self.operator_factor, 1)
+        require_at_least("loss_batch_size", self.loss_batch_size, 1)
+        require_interval("rho", self.rho, 0.0)
+        window = list(self.guidance_window)
+        if len(window) != 2 or not 0.0 <= window[0] < window[1] <= 1.0:
+            from advpure.errors import ConfigError
+
+            raise ConfigError(
+                "guidance_window", f"{window!r} is out of range", "set [low, high] with 0 <= low < high <= 1"
+            )
+        require_interval("beta_start", self.beta_start, 0.0, 1.0, low_open=True, high_open=True)
+        require_interval("beta_end", self.beta_end, self.beta_start, 1.0, high_open=True)
+        require_at_least("num_timesteps", self.num_timesteps, 2)
 
 
 def _check_surrogate(node: Any) -> None:
@@ -537,6 +596,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "diffpure": DiffPureSchema,
         "diffpure_ddpm": DiffPureDDPMSchema,
         "diffpure_ode": DiffPureODESchema,
+        "gdmp": GDMPSchema,
+        "mimicdiffusion": MimicDiffusionSchema,
     },
     "attack": {
         "none": NoAttackSchema,

@@ -41,6 +41,7 @@ class ReversePurifier(nn.Module):
 
     uses_backbone = True
     supports_adjoint = False
+    supports_guidance = False
     name = "base"
 
     def __init__(
@@ -66,6 +67,12 @@ class ReversePurifier(nn.Module):
                 "purifier.grad_mode",
                 f"'adjoint' is torchsde's stochastic adjoint of the VP-SDE; purifier {self.name!r} is not a VP-SDE",
                 "use purifier=diffpure for the adjoint, or purifier.grad_mode=full for exact gradients",
+            )
+        if self.grad_mode == GradMode.guidance_blind and not self.supports_guidance:
+            raise ConfigError(
+                "purifier.grad_mode",
+                f"'guidance_blind' treats a guidance gradient as constant; purifier {self.name!r} has no guidance",
+                "use it with purifier=gdmp or purifier=mimicdiffusion, or set purifier.grad_mode=full",
             )
         if self.grad_mode == GradMode.surrogate and surrogate is None:
             raise ConfigError(

@@ -1,12 +1,13 @@
 """Per-step gradient checkpointing for reverse processes.
 
-A checkpointed step runs without recording a graph and keeps only its input state, its noise
-and a single autograd node; the backward pass recomputes the step (with the same noise tensor)
+A checkpointed call runs without recording a graph and keeps only its input tensors, its noise
+and a single autograd node; the backward pass recomputes the call (with the same noise tensors)
 and differentiates it. The graph therefore holds O(state) per step instead of every
 activation of the network, so activation memory does not grow with the number of steps
-(``make bench``: ``benchmarks/grad_memory.py``). Gradients flow to the input state and to every
-parameter of ``params`` that requires grad; the step function may itself use autograd
-(guidance), which runs under ``torch.enable_grad`` in the recomputation.
+(``make bench``: ``benchmarks/grad_memory.py``). Gradients flow to every input tensor and to
+every parameter of ``params`` that requires grad. The function may itself use autograd
+(guidance): the recomputation runs under ``torch.enable_grad``, so a guided step whose guidance
+gradient is built with ``create_graph`` contributes its second-order terms.
 """
 
 from __future__ import annotations
@@ -19,24 +20,53 @@ import torch
 StepFn = Callable[[int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
-class _CheckpointedStep(torch.autograd.Function):
+class _CheckpointedCall(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, step: StepFn, i: int, z: torch.Tensor | None, x: torch.Tensor, *params: torch.Tensor):
-        ctx.step, ctx.i, ctx.has_noise, ctx.n_params = step, i, z is not None, len(params)
-        ctx.save_for_backward(x, *params, *([z] if z is not None else []))
+    def forward(ctx: Any, fn: Callable[..., torch.Tensor], layout: tuple[int, int, tuple[bool, ...]], *tensors):
+        n_inputs, n_params, present = layout
+        ctx.fn, ctx.layout = fn, layout
+        ctx.save_for_backward(*tensors)
+        inputs, constants = tensors[:n_inputs], _constants(tensors[n_inputs + n_params :], present)
         with torch.no_grad():
-            return step(i, x, z)
+            return fn(*inputs, *constants)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):
+        n_inputs, n_params, present = ctx.layout
         saved = ctx.saved_tensors
-        x, params = saved[0], saved[1 : 1 + ctx.n_params]
-        z = saved[-1] if ctx.has_noise else None
+        params = saved[n_inputs : n_inputs + n_params]
+        constants = _constants(saved[n_inputs + n_params :], present)
         with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            out = ctx.step(ctx.i, x_in, z)
-            grads = torch.autograd.grad(out, (x_in, *params), grad_out, allow_unused=True)
-        return (None, None, None, *grads)
+            inputs = tuple(t.detach().requires_grad_(True) for t in saved[:n_inputs])
+            out = ctx.fn(*inputs, *constants)
+            grads = torch.autograd.grad(out, (*inputs, *params), grad_out, allow_unused=True)
+        return (None, None, *grads, *[None] * sum(present))
+
+
+def _constants(stored: Sequence[torch.Tensor], present: tuple[bool, ...]) -> list[torch.Tensor | None]:
+    """Re-insert the ``None`` constants between the stored ones."""
+    values = iter(stored)
+    return [next(values) if here else None for here in present]
+
+
+def checkpointed_call(
+    fn: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    constants: Sequence[torch.Tensor | None] = (),
+    params: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """``fn(*inputs, *constants)`` whose activations are recomputed in the backward pass.
+
+    Args:
+        fn: returns one tensor.
+        inputs: tensors that receive gradients (state, guidance reference).
+        constants: tensors replayed as-is in the recomputation (noise), or None.
+        params: parameters of ``fn`` that need gradients (those with ``requires_grad``).
+    """
+    present = tuple(c is not None for c in constants)
+    layout = (len(inputs), len(params), present)
+    stored = [c for c in constants if c is not None]
+    return _CheckpointedCall.apply(fn, layout, *inputs, *params, *stored)
 
 
 def checkpointed_step(
@@ -51,4 +81,4 @@ def checkpointed_step(
         z: the step's standard-normal noise (replayed as-is in the recomputation) or None.
         params: parameters of ``step`` that need gradients (those with ``requires_grad``).
     """
-    return _CheckpointedStep.apply(step, i, z, x, *params)
+    return checkpointed_call(lambda state, noise: step(i, state, noise), (x,), (z,), params)

@@ -90,10 +90,14 @@ class DiffPureDDPM(ReversePurifier):
         return self._start_alpha_bar**0.5 * x + (1.0 - self._start_alpha_bar) ** 0.5 * noise
 
     def step(self, i: int, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        s, inv_sqrt_a, eps_coef, noise_std = self._steps[i]
+        mean = self.step_mean(i, x)
+        return mean if z is None else mean + self._steps[i][3] * z
+
+    def step_mean(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Mean of reverse step ``i``'s Gaussian: (x - b / sqrt(1 - alpha_bar_s) eps(x)) / sqrt(a)."""
+        s, inv_sqrt_a, eps_coef, _ = self._steps[i]
         t = torch.full((x.shape[0],), (s + 1) / self.schedule.num_timesteps, dtype=x.dtype, device=x.device)
-        mean = inv_sqrt_a * (x - eps_coef * self.backbone(x, t))
-        return mean if z is None else mean + noise_std * z
+        return inv_sqrt_a * (x - eps_coef * self.backbone(x, t))
 
     def step_is_random(self, i: int) -> bool:
         return self._steps[i][3] > 0.0

@@ -74,6 +74,12 @@ GRADIENT_RULES: dict[GradMode, GradientRule] = {
         _surrogate, "approximation: gradient of a cheaper surrogate purification (Lee & Kim 2023)", True
     ),
     GradMode.bpda: GradientRule(_bpda, "approximation: BPDA, backward pass as identity", True),
+    GradMode.guidance_blind: GradientRule(
+        _exact,
+        "approximation: exact through the sampler, guidance gradient treated as a constant (as earlier "
+        "GDMP/MimicDiffusion evaluations)",
+        True,
+    ),
     GradMode.blind: GradientRule(
         _no_graph,
         "approximation: blind, the attack differentiates the classifier alone",

@@ -126,6 +126,21 @@ class BrownianNoise(NoiseSource):
         return self.path
 
 
+class OffsetNoise(NoiseSource):
+    """``source``'s draws with every key shifted by ``offset`` (keeps the draws of repeated or
+    auxiliary chains of one purification apart)."""
+
+    def __init__(self, source: NoiseSource, offset: int) -> None:
+        self.source = source
+        self.offset = int(offset)
+
+    def normal(self, key: int, like: torch.Tensor) -> torch.Tensor:
+        return self.source.normal(key + self.offset, like)
+
+    def entropy(self) -> int:
+        return self.source.entropy() + self.offset
+
+
 def noise_source(seed: int | None) -> NoiseSource:
     """The source a purifier uses when a call names none: seeded if ``seed`` is set, else global."""
     return GlobalNoise() if seed is None else SeededNoise(seed)

@@ -51,20 +51,23 @@ def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
     return net
 
 
-def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig) -> nn.Module:
+def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float | None = None) -> nn.Module:
     """The ``purifier`` group's purifier (and its ``surrogate``, if any, on the same backbone);
-    the backbone is loaded only if the purifier uses one."""
+    the backbone is loaded only if the purifier uses one. ``threat_eps`` fills a null
+    ``guide_eps`` (GDMP's guidance scale is set from the perturbation budget)."""
     purifier_class = get_class(cfg._target_)
     backbone = (
         build_backbone(diffusion_cfg, require_weights=True) if getattr(purifier_class, "uses_backbone", True) else None
     )
-    return purifier_on(cfg, backbone)
+    return purifier_on(cfg, backbone, threat_eps)
 
 
-def purifier_on(cfg: DictConfig, backbone: Any) -> nn.Module:
+def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None) -> nn.Module:
     """The ``purifier`` node built on a given backbone; its ``surrogate`` node (if any) is built
     first, on the same backbone, and handed over."""
     extra: dict[str, Any] = {}
+    if "guide_eps" in cfg and cfg.guide_eps is None and threat_eps is not None:
+        extra["guide_eps"] = threat_eps
     if cfg.get("surrogate") is not None:
         extra["surrogate"] = build(cfg.surrogate, key="purifier.surrogate", backbone=backbone)
     return build(cfg, key="purifier", backbone=backbone, **extra)

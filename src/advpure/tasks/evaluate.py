@@ -26,12 +26,12 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, key="dataset")
     classifier = build_classifier(cfg.classifier, require_weights=True)
-    purifier = build_purifier(cfg.purifier, cfg.diffusion)
+    norm = cfg.attack.norm
+    eps = cfg.attack.eps if cfg.attack.eps is not None else datamodule.standard_eps[norm]
+    purifier = build_purifier(cfg.purifier, cfg.diffusion, threat_eps=eps)
     # Attacks need gradients with respect to the input only.
     classifier.requires_grad_(False)
     purifier.requires_grad_(False)
-    norm = cfg.attack.norm
-    eps = cfg.attack.eps if cfg.attack.eps is not None else datamodule.standard_eps[norm]
     attack = build(cfg.attack, key="attack", eps=eps)
 
     datamodule.setup("test")
