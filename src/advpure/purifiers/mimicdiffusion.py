@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from advpure.config.enums import GradMode, GuidanceOperator, GuidedStart
 from advpure.diffusion.backbone import EpsilonBackbone
@@ -151,7 +152,12 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         inside the window. x, reference (the input in [-1, 1]), z: (B, C, H, W)."""
         s, a, a_next, c1, c2, guided = self._steps[i]
         outer_graph = torch.is_grad_enabled()
-        with torch.enable_grad() if guided else nullcontext():
+        build_graph = guided and outer_graph and self.grad_mode != GradMode.guidance_blind
+        # The guidance gradient differentiates the backbone; differentiating that gradient again
+        # (build_graph) needs attention in plain differentiable ops (fused kernels have no
+        # double backward).
+        attention = sdpa_kernel(SDPBackend.MATH) if build_graph else nullcontext()
+        with torch.enable_grad() if guided else nullcontext(), attention:
             state = differentiable(x) if guided else x
             t = torch.full((x.shape[0],), (s + 1) / self.schedule.num_timesteps, dtype=x.dtype, device=x.device)
             eps = self.backbone(state, t)
@@ -159,7 +165,6 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
             out = a_next**0.5 * x0_hat + c2 * eps
             if guided:
                 long_range, short_range = self.guidance_terms(x0_hat, reference)
-                build_graph = outer_graph and self.grad_mode != GradMode.guidance_blind
                 out = out - self.rho * a**0.5 * gradient_of((long_range + short_range).sum(), state, build_graph)
         if z is not None:
             out = out + c1 * z
