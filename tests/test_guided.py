@@ -147,3 +147,10 @@ def test_guidance_blind_is_refused_for_unguided_purifiers_and_gdmp_needs_an_eps(
         DiffPure(smooth_backbone(), grad_mode="guidance_blind", dt=0.01)
     with pytest.raises(ConfigError, match=r"purifier\.guide_eps"):
         GDMP(smooth_backbone())
+
+
+def test_an_output_without_a_path_to_the_input_gets_a_zero_gradient_not_an_error():
+    purifier = _mimic(smooth_backbone(torch.float32), grad_mode="guidance_blind")
+    x = _images(dtype=torch.float32).requires_grad_(True)
+    (grad,) = torch.autograd.grad(purifier(x).sum(), x)
+    assert torch.count_nonzero(grad) == 0

@@ -116,8 +116,14 @@ class ReversePurifier(nn.Module):
         return GRADIENT_RULES[self.grad_mode].purify(self, x, source)
 
     def purify(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        """The real purification with exact autograd: x in [0, 1] -> [0, 1] (clamped)."""
-        return ((self.purify_signed(2.0 * x - 1.0, noise) + 1.0) * 0.5).clamp(0.0, 1.0)
+        """The real purification with exact autograd: x in [0, 1] -> [0, 1] (clamped).
+
+        The output carries an explicit zero term in x: where the graph holds no path from x to
+        the output (MimicDiffusion from pure noise under ``guidance_blind``), an attack then sees
+        the true gradient, zero, instead of failing.
+        """
+        out = ((self.purify_signed(2.0 * x - 1.0, noise) + 1.0) * 0.5).clamp(0.0, 1.0)
+        return out + 0.0 * x if x.requires_grad else out
 
     def purify_signed(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         """Diffuse and reverse in model space: x (B, C, H, W) in [-1, 1] -> x_0, not clamped."""
