@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import struct
 import subprocess
 import sys
 
@@ -170,13 +170,36 @@ def test_wandb_offline_run_gets_metrics_the_per_example_table_and_the_panel(comp
     assert "defended_attack_succeeded" in table["columns"] and "defended_adv_draws" in table["columns"]
     assert sorted(row[table["columns"].index("index")] for row in table["data"]) == [0, 1, 2, 3]
     assert list((run / "files" / "media" / "images").glob("panel_*.png"))
-    # Offline runs keep metrics only in the run's protobuf log: a history item is the key (field 2)
-    # followed by its JSON value (field 16, tag bytes 0x82 0x01, one length byte for short values).
-    log = next(run.glob("run-*.wandb")).read_bytes()
-    logged = {
-        key.decode(): json.loads(value)
-        for key, value in re.findall(rb"\x12.(final/[a-z_]+)\x82\x01.([^\n]+?)(?=\n|\x12)", log, re.S)
-    }
+    logged = _offline_history(next(run.glob("run-*.wandb")))
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     for name in ("defended_robust", "defended_robust_majority", "undefended_robust"):
         assert logged[f"final/{name}"] == pytest.approx(metrics[name]["value"])
+
+
+def _offline_history(path):
+    """Every history value an offline W&B run logged, by key (the last value wins).
+
+    Offline runs keep metrics only in the run's record log: a 7-byte file header (":W&B", magic,
+    version), then LevelDB-style chunks (CRC32 4 bytes, length 2 bytes little-endian, kind 1 byte:
+    full/first/middle/last) in 32 KiB blocks whose tails under 7 bytes are padding. Each whole
+    record is a `wandb_internal_pb2.Record` protobuf.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, chunks, history = path.read_bytes(), 7, 32768, [], {}
+    assert data[:4] == b":W&B", f"{path} is not a W&B record log"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunks.append(data[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # full or last chunk: one record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            if record.WhichOneof("record_type") == "history":
+                for item in record.history.item:
+                    history["/".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    return history
