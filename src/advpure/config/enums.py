@@ -83,12 +83,31 @@ class GuidedStart(str, Enum):
     diffused = "diffused"
 
 
+class EmbeddingDistance(str, Enum):
+    """AGDM's distance D between the auxiliary network's embeddings of the state and the input,
+    per image: ``mse`` (mean squared difference), ``l1`` (mean absolute difference) or ``cosine``
+    (1 - cosine similarity)."""
+
+    mse = "mse"
+    l1 = "l1"
+    cosine = "cosine"
+
+
+class EmbeddingLayer(str, Enum):
+    """Which output of AGDM's auxiliary network D compares: its ``logits`` or its ``penultimate``
+    features (the input of the last linear layer)."""
+
+    logits = "logits"
+    penultimate = "penultimate"
+
+
 class TaskName(str, Enum):
     """What ``run.py`` does."""
 
     evaluate = "evaluate"
     train_classifier = "train_classifier"
     train_diffusion = "train_diffusion"
+    train_agdm_aux = "train_agdm_aux"
 
 
 class Accelerator(str, Enum):

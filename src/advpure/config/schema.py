@@ -22,6 +22,8 @@ from advpure.config.enums import (
     AutoAttackVersion,
     CifarVariant,
     DdpmVariance,
+    EmbeddingDistance,
+    EmbeddingLayer,
     GradMode,
     GuidanceDistance,
     GuidanceOperator,
@@ -225,6 +227,27 @@ class GDMPSchema(DiffPureDDPMSchema):
         require_interval("guide_scale", self.guide_scale, 0.0)
         if self.guide_eps is not None:
             require_interval("guide_eps", self.guide_eps, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class AGDMSchema(DiffPureDDPMSchema):
+    """AGDM: DDPM purification guided by an adversarially trained auxiliary network's embedding
+    distance to the input and its prediction on the input. ``auxiliary``: that network (``net`` +
+    ``checkpoint``, trained by ``task=train_agdm_aux``)."""
+
+    _target_: str = "advpure.purifiers.agdm.AGDM"
+    t_star: float = 0.07
+    variance: DdpmVariance = DdpmVariance.beta
+    auxiliary: ClassifierSchema = field(default_factory=ClassifierSchema)
+    distance_scale: float = 1.0
+    class_scale: float = 1.0
+    distance: EmbeddingDistance = EmbeddingDistance.mse
+    embedding: EmbeddingLayer = EmbeddingLayer.logits
+
+    def check_variant(self) -> None:
+        super().check_variant()
+        require_interval("distance_scale", self.distance_scale, 0.0)
+        require_interval("class_scale", self.class_scale, 0.0)
 
 
 @dataclass
@@ -557,6 +580,67 @@ class TrainDiffusionTaskSchema(TaskSchema):
         require_interval("sample_dt", self.sample_dt, 0.0, 1.0, low_open=True)
 
 
+@dataclass
+class TradesSchema:
+    """TRADES (Zhang et al. 2019): ``trades_lambda`` weighs the KL term, whose inner maximum is
+    PGD in the ``norm`` ball of radius ``eps`` (null: the dataset's standard eps) with ``steps``
+    steps of ``step_size`` (null: eps / 4)."""
+
+    trades_lambda: float = 6.0
+    norm: Norm = Norm.Linf
+    eps: float | None = None
+    step_size: float | None = None
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        require_interval("trades_lambda", self.trades_lambda, 0.0)
+        if self.eps is not None:
+            require_interval("eps", self.eps, 0.0, 1.0, low_open=True)
+        if self.step_size is not None:
+            require_interval("step_size", self.step_size, 0.0, low_open=True)
+        require_at_least("steps", self.steps, 1)
+
+
+@dataclass
+class DiffusionLevelsSchema:
+    """The diffusion levels 0..round(T t_max) c_phi trains on (0: clean), on the DDPM schedule
+    of the diffusion model it will guide."""
+
+    t_max: float = 0.1
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        require_interval("t_max", self.t_max, 0.0, 1.0)
+        require_interval("beta_start", self.beta_start, 0.0, 1.0, low_open=True, high_open=True)
+        require_interval("beta_end", self.beta_end, self.beta_start, 1.0, high_open=True)
+        require_at_least("num_timesteps", self.num_timesteps, 2)
+
+
+@dataclass
+class TrainAgdmAuxTaskSchema(TaskSchema):
+    """Train AGDM's auxiliary network ``net`` with TRADES on diffused inputs; writes
+    ``agdm_aux.safetensors`` + ``.json`` and ``auxiliary_report.md``; ``eval_steps``: PGD steps
+    of the per-epoch and final robust accuracy."""
+
+    name: TaskName = TaskName.train_agdm_aux
+    net: Any = MISSING
+    max_epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    trades: TradesSchema = field(default_factory=TradesSchema)
+    noise: DiffusionLevelsSchema = field(default_factory=DiffusionLevelsSchema)
+    eval_steps: int = 20
+    export_to: str | None = None
+
+    def __post_init__(self) -> None:
+        require_at_least("max_epochs", self.max_epochs, 1)
+        require_interval("lr", self.lr, 0.0, low_open=True)
+        require_interval("weight_decay", self.weight_decay, 0.0)
+        require_at_least("eval_steps", self.eval_steps, 1)
+
+
 # --------------------------------------------------------------------------------- root
 
 
@@ -598,6 +682,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "diffpure_ode": DiffPureODESchema,
         "gdmp": GDMPSchema,
         "mimicdiffusion": MimicDiffusionSchema,
+        "agdm": AGDMSchema,
     },
     "attack": {
         "none": NoAttackSchema,
@@ -613,6 +698,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "evaluate": EvaluateTaskSchema,
         "train_classifier": TrainClassifierTaskSchema,
         "train_diffusion": TrainDiffusionTaskSchema,
+        "train_agdm_aux": TrainAgdmAuxTaskSchema,
     },
 }
 

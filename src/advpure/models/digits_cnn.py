@@ -20,7 +20,8 @@ class DigitsCNN(nn.Module):
         image_size: square input side (8 for digits).
         mean, std: per-channel normalization applied inside.
 
-    Shapes: x (B, in_channels, image_size, image_size) in [0, 1] -> logits (B, num_classes).
+    Shapes: x (B, in_channels, image_size, image_size) in [0, 1] -> logits (B, num_classes);
+    ``penultimate(x)``: the 128 features the last linear layer reads, (B, 128).
     """
 
     def __init__(
@@ -52,5 +53,9 @@ class DigitsCNN(nn.Module):
             nn.Linear(128, num_classes),
         )
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) in [0, 1] -> (B, 128) features before the last linear layer."""
+        return self.head[:-1](self.features(self.normalize(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)))
+        return self.head[-1](self.penultimate(x))

@@ -67,7 +67,8 @@ class NetworkBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-widen_factor for 32x32 inputs.
 
-    Shapes: x (B, in_channels, 32, 32) in [0, 1] -> logits (B, num_classes).
+    Shapes: x (B, in_channels, 32, 32) in [0, 1] -> logits (B, num_classes); ``penultimate(x)``:
+    (B, 64 widen_factor) features.
     ``mean``/``std`` ``None`` feed [0, 1] directly (as RobustBench's ``Standard`` WRN-28-10).
     """
 
@@ -103,9 +104,12 @@ class WideResNet(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, 32, 32) in [0, 1] -> (B, 64 widen_factor) pooled features before ``fc``."""
         out = self.conv1(self.normalize(x))
         out = self.block3(self.block2(self.block1(out)))
         out = self.relu(self.bn1(out))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.penultimate(x))

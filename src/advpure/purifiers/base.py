@@ -72,7 +72,7 @@ class ReversePurifier(nn.Module):
             raise ConfigError(
                 "purifier.grad_mode",
                 f"'guidance_blind' treats a guidance gradient as constant; purifier {self.name!r} has no guidance",
-                "use it with purifier=gdmp or purifier=mimicdiffusion, or set purifier.grad_mode=full",
+                "use it with purifier=gdmp, mimicdiffusion or agdm, or set purifier.grad_mode=full",
             )
         if self.grad_mode == GradMode.surrogate and surrogate is None:
             raise ConfigError(

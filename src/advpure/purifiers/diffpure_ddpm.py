@@ -72,6 +72,8 @@ class DiffPureDDPM(ReversePurifier):
         targets = [*visited[1:], -1]
         # Per-step (index s, sqrt(1/a), b / sqrt(1 - alpha_bar_s), noise std), in float64.
         self._steps: list[tuple[int, float, float, float]] = []
+        # Per-step variance v of the step's Gaussian, the last step's included (guidance scales by it).
+        self.step_variances: list[float] = []
         for position, (s, s_next) in enumerate(zip(visited, targets, strict=True)):
             ab = alpha_bars[s]
             ab_next = 1.0 if s_next < 0 else alpha_bars[s_next]
@@ -79,6 +81,7 @@ class DiffPureDDPM(ReversePurifier):
             b = 1.0 - a
             v = b * (1.0 - ab_next) / (1.0 - ab) if self.variance == DdpmVariance.posterior else b
             last = position == len(visited) - 1
+            self.step_variances.append(v)
             self._steps.append((s, a**-0.5, b / (1.0 - ab) ** 0.5, 0.0 if last else v**0.5))
         self._start_alpha_bar = alpha_bars[self.start_step - 1]
 

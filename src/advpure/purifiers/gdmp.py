@@ -101,14 +101,10 @@ class GDMP(GuidedChain, DiffPureDDPM):
         self.loss_batch_size = int(loss_batch_size)
         m = 2.0 * self.guide_eps / 3.0 / self.guide_scale if self.guide_scale > 0 else float("inf")
         alpha_bars = self.schedule.alpha_bars.tolist()
-        visited = [s for s, *_ in self._steps]
-        targets = [*visited[1:], -1]
         # Per step: (alpha_bar_s, Sigma_s * k_s / loss_batch_size), in float64.
         self._guides: list[tuple[float, float]] = []
-        for s, s_next in zip(visited, targets, strict=True):
-            ab, ab_next = alpha_bars[s], 1.0 if s_next < 0 else alpha_bars[s_next]
-            b = 1.0 - ab / ab_next
-            var = b * (1.0 - ab_next) / (1.0 - ab) if self.variance == DdpmVariance.posterior else b
+        for (s, *_), var in zip(self._steps, self.step_variances, strict=True):
+            ab = alpha_bars[s]
             k = (1.0 - ab) ** 0.5 / (m * ab**0.5)
             self._guides.append((ab, var * k / self.loss_batch_size))
 
@@ -123,7 +119,13 @@ class GDMP(GuidedChain, DiffPureDDPM):
         return current
 
     def guided_step(
-        self, i: int, x: torch.Tensor, reference: torch.Tensor, z: torch.Tensor | None, z_guide: torch.Tensor | None
+        self,
+        i: int,
+        x: torch.Tensor,
+        reference: torch.Tensor,
+        z: torch.Tensor | None,
+        z_guide: torch.Tensor | None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reverse step ``i`` with the mean shifted along the similarity's gradient.
 

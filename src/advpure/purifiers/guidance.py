@@ -95,12 +95,20 @@ class GuidedChain:
 
     The purifier provides ``n_steps``, ``step_is_random(i)``, ``guide_draws_noise(i)``,
     ``checkpoint_steps``, ``backbone_parameters()`` and
-    ``guided_step(i, x, reference, z, z_guide) -> x_next``. Step ``i`` draws key ``i + 1`` (its
-    sampling noise) and key ``GUIDE_KEY_OFFSET + i + 1`` (its guidance noise, if any).
+    ``guided_step(i, x, reference, z, z_guide, context) -> x_next``. Step ``i`` draws key ``i + 1``
+    (its sampling noise) and key ``GUIDE_KEY_OFFSET + i + 1`` (its guidance noise, if any).
+    ``reference`` is what the guidance compares the state with (the input, or its embedding) and
+    receives gradients; ``context`` is a constant the guidance reads (AGDM's predicted labels) or None.
     """
 
-    def guided_reverse(self, x_t: torch.Tensor, reference: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        """All reverse steps from x_t to x_0 (both (B, C, H, W) in model space [-1, 1]); under
+    def guided_reverse(
+        self,
+        x_t: torch.Tensor,
+        reference: torch.Tensor,
+        noise: NoiseSource,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """All reverse steps from x_t to x_0 ((B, C, H, W) in model space [-1, 1]); under
         autograd each step is checkpointed, with gradients to the state and to the reference."""
         x = x_t
         checkpointed = self.checkpoint_steps and torch.is_grad_enabled()
@@ -110,9 +118,9 @@ class GuidedChain:
             z_guide = noise.normal(GUIDE_KEY_OFFSET + i + 1, x) if self.guide_draws_noise(i) else None
             step = partial(self.guided_step, i)
             x = (
-                checkpointed_call(step, (x, reference), (z, z_guide), params)
+                checkpointed_call(step, (x, reference), (z, z_guide, context), params)
                 if checkpointed
-                else step(x, reference, z, z_guide)
+                else step(x, reference, z, z_guide, context)
             )
         return x
 

@@ -146,7 +146,13 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         return long_range / self.loss_batch_size, short_range / self.loss_batch_size
 
     def guided_step(
-        self, i: int, x: torch.Tensor, reference: torch.Tensor, z: torch.Tensor | None, z_guide: torch.Tensor | None
+        self,
+        i: int,
+        x: torch.Tensor,
+        reference: torch.Tensor,
+        z: torch.Tensor | None,
+        z_guide: torch.Tensor | None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """DDIM (eta = 1) step at position ``i``, minus rho sqrt(a_s) times the guidance gradient
         inside the window. x, reference (the input in [-1, 1]), z: (B, C, H, W)."""

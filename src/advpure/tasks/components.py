@@ -21,16 +21,20 @@ def net_config(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-def build_classifier(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
-    """The ``classifier`` group's network, with its checkpoint loaded if one is set."""
-    net = build(cfg.net, key="classifier.net")
+def build_classifier(
+    cfg: DictConfig, *, require_weights: bool, key: str = "classifier", trained_by: str = "train_classifier"
+) -> nn.Module:
+    """A classifier node's network (``net`` + ``checkpoint``: the ``classifier`` group, or AGDM's
+    ``purifier.auxiliary``), with its checkpoint loaded if one is set. ``key`` and ``trained_by``
+    name the node and the task that trains it in errors."""
+    net = build(cfg.net, key=f"{key}.net")
     if cfg.checkpoint is not None:
         load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
     elif require_weights:
         raise ConfigError(
-            "classifier.checkpoint",
+            f"{key}.checkpoint",
             "is null, but this task needs trained weights",
-            "train some with task=train_classifier, then set classifier.checkpoint=<run folder>/classifier",
+            f"train some with task={trained_by}, then set {key}.checkpoint=<run folder>/{trained_by.split('_', 1)[1]}",
         )
     return net
 
@@ -64,8 +68,13 @@ def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float
 
 def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None) -> nn.Module:
     """The ``purifier`` node built on a given backbone; its ``surrogate`` node (if any) is built
-    first, on the same backbone, and handed over."""
+    first, on the same backbone, and handed over, as is its ``auxiliary`` network (AGDM's c_phi,
+    loaded from its checkpoint)."""
     extra: dict[str, Any] = {}
+    if cfg.get("auxiliary") is not None:
+        extra["auxiliary"] = build_classifier(
+            cfg.auxiliary, require_weights=True, key="purifier.auxiliary", trained_by="train_agdm_aux"
+        )
     if "guide_eps" in cfg and cfg.guide_eps is None and threat_eps is not None:
         extra["guide_eps"] = threat_eps
     if cfg.get("surrogate") is not None:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from advpure.config.enums import TaskName
 from advpure.tasks.context import RunContext
 from advpure.tasks.evaluate import evaluate
+from advpure.tasks.train_agdm_aux import train_agdm_aux
 from advpure.tasks.train_classifier import train_classifier
 from advpure.tasks.train_diffusion import train_diffusion
 
@@ -17,4 +18,5 @@ TASKS: dict[TaskName, Callable[[DictConfig, RunContext], dict[str, Any]]] = {
     TaskName.evaluate: evaluate,
     TaskName.train_classifier: train_classifier,
     TaskName.train_diffusion: train_diffusion,
+    TaskName.train_agdm_aux: train_agdm_aux,
 }

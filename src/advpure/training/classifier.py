@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advpure.config.enums import Norm
+from advpure.training.optim import adamw_cosine
 from advpure.training.pgd import pgd_attack
 
 
@@ -63,10 +64,4 @@ class ClassifierModule(pl.LightningModule):
         self.log("test/acc", (self.net(x).argmax(1) == y).float().mean(), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        max_epochs = self.trainer.max_epochs if self.trainer is not None and self.trainer.max_epochs else 1
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "interval": "epoch"},
-        }
+        return adamw_cosine(self, self.net.parameters(), self.lr, self.weight_decay)
