@@ -249,3 +249,14 @@ def test_shipped_auxiliary_network_is_more_robust_than_the_standard_one():
     assert rows["agdm_aux"]["pgd_robust_accuracy"] > rows["classifier"]["pgd_robust_accuracy"] + 0.3, rows
     assert rows["agdm_aux"]["clean_accuracy"] > 0.85, rows
     assert rows["agdm_aux"]["diffused_accuracy"] > rows["classifier"]["diffused_accuracy"], rows
+
+
+def test_evaluate_task_runs_agdm_with_the_shipped_auxiliary_network(compose_cfg, tmp_path):
+    overrides = ("purifier=agdm", "attack=pgd_eot", "attack.n_iter=2", "attack.n_eot=1", "logger=none")
+    scoring = ("task.n_images=4", "task.batch_size=4", "task.n_vote=2", "task.n_worst=2", "task.n_panel=0")
+    run_task(compose_cfg(*overrides, *scoring), RunContext(tmp_path))
+    stored = json.loads((tmp_path / "results.json").read_text())
+    settings = stored["purifier"]
+    assert settings["name"] == "agdm" and settings["n_steps"] == 7 and settings["start_step"] == 70
+    assert settings["auxiliary"] == "DigitsCNN" and settings["class_scale"] == 1.0
+    assert stored["metrics"]["defended_robust"]["n"] == 4
