@@ -56,6 +56,20 @@ def save_checkpoint(
     return weights_path.with_suffix("")
 
 
+def state_mismatch(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[list[str], list[str], list[str]]:
+    """``(missing keys, unexpected keys, shape mismatches)`` of ``state`` against ``model``'s
+    state dict; all empty when it loads strictly."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    return missing, unexpected, wrong_shape
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(state_dict, config)``; ``CheckpointError`` naming the file if missing or damaged."""
     weights_path, config_path = checkpoint_paths(path)
@@ -92,14 +106,7 @@ def load_weights(model: nn.Module, path: str | Path, *, net: dict[str, Any] | No
             f"checkpoint {checkpoint_paths(path)[1]} was saved for architecture {config['net']}, "
             f"but the config asks for {net}; point at a matching checkpoint or change the net"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and state[k].shape != expected[k].shape
-    ]
+    missing, unexpected, wrong_shape = state_mismatch(state, model)
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
             f"checkpoint {checkpoint_paths(path)[0]} does not fit the model: "

@@ -99,19 +99,24 @@ class DiffusionSchema(ModelSchema):
 
     ``pretrained``: a local diffusers-format folder (``config.json`` +
     ``diffusion_pytorch_model.safetensors``) or, on an online machine, a hub id; read with
-    ``from_pretrained(use_safetensors=True)``. Set at most one of ``checkpoint`` and ``pretrained``.
+    ``from_pretrained(use_safetensors=True)``. ``weights``: a file in a published model's own
+    format, converted at load (score_sde's NCSN++ checkpoint, e.g. DiffPure's CIFAR-10
+    ``checkpoint_8.pth``, read with ``torch.load(weights_only=True)``; EMA weights). Set at most
+    one of ``checkpoint``, ``pretrained`` and ``weights``.
     """
 
     pretrained: str | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.checkpoint is not None and self.pretrained is not None:
+        chosen = [key for key in ("checkpoint", "pretrained", "weights") if getattr(self, key) is not None]
+        if len(chosen) > 1:
             from advpure.errors import ConfigError
 
             raise ConfigError(
-                "pretrained",
-                "is set together with 'checkpoint'",
-                "set only one of the two (null the other)",
+                chosen[-1],
+                f"is set together with {chosen[0]!r}",
+                "set only one of checkpoint, pretrained and weights (null the others)",
             )
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from advpure.checkpoints import load_weights
 from advpure.diffusion.backbone import UNetEpsilon
+from advpure.diffusion.score_sde_weights import load_score_sde_weights
 from advpure.errors import ConfigError
 from advpure.instantiate import build
 
@@ -40,17 +41,21 @@ def build_classifier(
 
 
 def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
-    """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, or fresh."""
+    """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, published
+    score_sde weights (``weights``), or fresh."""
     if cfg.pretrained is not None:
         return UNetEpsilon.from_pretrained(cfg.pretrained)
     net = build(cfg.net, key="diffusion.net")
     if cfg.checkpoint is not None:
         load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
+    elif cfg.get("weights") is not None:
+        load_score_sde_weights(net, cfg.weights)
     elif require_weights:
         raise ConfigError(
             "diffusion.checkpoint",
             "is null, but this task needs trained weights",
-            "train some with task=train_diffusion, or set diffusion.pretrained=<diffusers folder>",
+            "train some with task=train_diffusion, or set diffusion.pretrained=<diffusers folder>"
+            " (diffusion.weights=<checkpoint_8.pth> for diffusion=score_sde_cifar10)",
         )
     return net
 
