@@ -21,7 +21,7 @@ from advpure.models.digits_cnn import DigitsCNN
 from advpure.purifiers.agdm import AGDM
 from advpure.purifiers.diffpure_ddpm import DiffPureDDPM
 from advpure.purifiers.noise import NoiseTape, RecordedNoise, SeededNoise
-from advpure.tasks.components import purifier_on
+from advpure.tasks.components import purifier_on, warn_if_beyond_training_levels
 from advpure.tasks.context import RunContext
 from advpure.tasks.train_agdm_aux import measure_robustness
 from advpure.training.auxiliary import AuxiliaryModule, DiffusionLevels, trades_adversary
@@ -260,3 +260,12 @@ def test_evaluate_task_runs_agdm_with_the_shipped_auxiliary_network(compose_cfg,
     assert settings["name"] == "agdm" and settings["n_steps"] == 7 and settings["start_step"] == 70
     assert settings["auxiliary"] == "DigitsCNN" and settings["class_scale"] == 1.0
     assert stored["metrics"]["defended_robust"]["n"] == 4
+
+
+def test_a_t_star_above_the_auxiliary_training_levels_is_warned(compose_cfg):
+    shipped = ROOT / "checkpoints" / "digits" / "agdm_aux"
+    stored = json.loads(shipped.with_suffix(".json").read_text())
+    assert stored["metadata"]["noise_levels"]["t_max"] == 0.1
+    assert warn_if_beyond_training_levels(compose_cfg("purifier=agdm").purifier) is None
+    message = warn_if_beyond_training_levels(compose_cfg("purifier=agdm", "purifier.t_star=0.2").purifier)
+    assert "t_max=0.1" in message and "task.noise.t_max=0.2" in message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,13 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from advpure.checkpoints import load_weights
+from advpure.checkpoints import checkpoint_paths, load_weights
 from advpure.diffusion.backbone import UNetEpsilon
 from advpure.diffusion.score_sde_weights import load_score_sde_weights
 from advpure.errors import ConfigError
 from advpure.instantiate import build
+
+log = logging.getLogger(__name__)
 
 
 def net_config(node: DictConfig) -> dict[str, Any]:
@@ -80,6 +84,7 @@ def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None)
         extra["auxiliary"] = build_classifier(
             cfg.auxiliary, require_weights=True, key="purifier.auxiliary", trained_by="train_agdm_aux"
         )
+        warn_if_beyond_training_levels(cfg)
         # The typed ``auxiliary`` node cannot take a module: hand the rest over as a plain node.
         plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         cfg = OmegaConf.create({key: value for key, value in plain.items() if key != "auxiliary"})
@@ -88,6 +93,24 @@ def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None)
     if cfg.get("surrogate") is not None:
         extra["surrogate"] = build(cfg.surrogate, key="purifier.surrogate", backbone=backbone)
     return build(cfg, key="purifier", backbone=backbone, **extra)
+
+
+def warn_if_beyond_training_levels(cfg: DictConfig) -> str | None:
+    """Warn (and return the warning) when AGDM's ``t_star`` lies above the diffusion levels its
+    auxiliary network was trained on (``noise_levels.t_max`` in the checkpoint's JSON, written by
+    ``task=train_agdm_aux``); the guidance then reads states c_phi never saw."""
+    config_path = checkpoint_paths(cfg.auxiliary.checkpoint)[1]
+    levels = json.loads(config_path.read_text()).get("metadata", {}).get("noise_levels", {})
+    t_max = levels.get("t_max")
+    if t_max is None or float(cfg.t_star) <= float(t_max):
+        return None
+    message = (
+        f"purifier.t_star={cfg.t_star} lies above the diffusion levels the auxiliary network "
+        f"{config_path} was trained on (t_max={t_max}); retrain it with task=train_agdm_aux "
+        f"task.noise.t_max={cfg.t_star} or lower purifier.t_star"
+    )
+    log.warning(message)
+    return message
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = None) -> Any:
