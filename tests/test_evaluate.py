@@ -12,7 +12,6 @@ import pytest
 
 from advpure.cli import run_task
 from advpure.errors import ConfigError
-from advpure.sweeps.report import write_sweep_report
 from advpure.tasks.context import RunContext
 from tests.conftest import ROOT
 
@@ -138,9 +137,14 @@ def test_cli_multirun_writes_one_folder_per_job_and_a_sweep_report(tmp_path):
     table = list(csv.DictReader((sweep / "sweep.csv").open()))
     assert [row["status"] for row in table] == ["done"] * 4
     assert (sweep / "sweep.png").stat().st_size > 1000
-    # a job that died leaves a row saying so (re-running the report by hand)
+    # a job that died leaves a row saying so (re-running the report by hand, with the command)
     (sweep.glob("3_*").__next__() / "results.json").unlink()
-    assert write_sweep_report(sweep)["md"].read_text().count("missing results.json") == 1
+    command = [sys.executable, "-m", "advpure.report", str(sweep)]
+    printed = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    assert (sweep / "sweep.md").read_text().count("missing results.json") == 1
+    assert f"sweep report: {sweep / 'sweep.md'}" in printed
+    usage = subprocess.run([*command[:3], str(sweep / "nowhere")], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 2 and "usage: python -m advpure.report" in usage.stderr
 
 
 def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):

@@ -207,10 +207,10 @@ def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m advpure.sweeps.report SWEEP_DIR``: (re)write the report of a sweep folder."""
+    """``python -m advpure.report SWEEP_DIR`` (or ``advpure.sweeps.report``): (re)write a sweep folder's report."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not Path(args[0]).is_dir():
-        print("usage: python -m advpure.sweeps.report <multirun sweep folder>", file=sys.stderr)
+        print("usage: python -m advpure.report <multirun sweep folder>", file=sys.stderr)
         return 2
     paths = write_sweep_report(Path(args[0]))
     print(Path(paths["md"]).read_text())
