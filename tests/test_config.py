@@ -226,3 +226,11 @@ def test_cli_range_error_exits_2_before_work(tmp_path):
     assert "purifier.t_star" in result.stderr and "(0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_jobs_of_one_sweep_share_a_wandb_group_named_after_it(compose_cfg, tmp_path):
+    swept = build_logger(compose_cfg("logger=wandb").logger, tmp_path, sweep="12-00-00.000001_evaluate")
+    assert swept._wandb_init["group"] == "12-00-00.000001_evaluate"
+    chosen = build_logger(compose_cfg("logger=wandb", "logger.group=mine").logger, tmp_path, sweep="any")
+    assert chosen._wandb_init["group"] == "mine"
+    assert build_logger(compose_cfg("logger=wandb").logger, tmp_path)._wandb_init.get("group") is None

@@ -20,11 +20,13 @@ def context_from_hydra() -> RunContext:
 
     hydra_cfg = HydraConfig.get()
     choices = {k: str(v) for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     return RunContext(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         command=command_line(list(hydra_cfg.overrides.task)),
         choices=choices,
-        multirun=hydra_cfg.mode == RunMode.MULTIRUN,
+        multirun=multirun,
+        sweep=Path(hydra_cfg.sweep.dir).name if multirun else None,
     )
 
 

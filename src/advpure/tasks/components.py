@@ -113,12 +113,14 @@ def warn_if_beyond_training_levels(cfg: DictConfig) -> str | None:
     return message
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = None) -> Any:
+def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = None, sweep: str | None = None) -> Any:
     """The ``logger`` group's Lightning logger writing under ``run_dir`` (``False`` for none),
-    with the whole resolved ``config`` recorded as the run's hyperparameters."""
+    with the whole resolved ``config`` recorded as the run's hyperparameters. Jobs of one sweep
+    share a W&B group named after the sweep folder (``sweep``) unless ``logger.group`` is set."""
     if cfg.get("_target_") is None:
         return False
-    logger = build(cfg, key="logger", save_dir=str(run_dir))
+    extra = {"group": sweep} if sweep is not None and "group" in cfg and cfg.group is None else {}
+    logger = build(cfg, key="logger", save_dir=str(run_dir), **extra)
     if config is not None:
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True, enum_to_str=True))
     return logger

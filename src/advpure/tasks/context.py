@@ -28,12 +28,14 @@ VERSIONED_PACKAGES = (
 @dataclass
 class RunContext:
     """``run_dir``: where every artifact goes; ``command``: the exact command line;
-    ``choices``: the selected option of each config group; ``multirun``: a job of a sweep."""
+    ``choices``: the selected option of each config group; ``multirun``: a job of a sweep;
+    ``sweep``: that sweep's folder name (its jobs' W&B group), None outside a sweep."""
 
     run_dir: Path
     command: str = "python run.py"
     choices: dict[str, str] = field(default_factory=dict)
     multirun: bool = False
+    sweep: str | None = None
 
 
 def package_versions() -> dict[str, str]:

@@ -57,7 +57,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     )
     trainer = build_trainer(
         cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg),
+        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
         context.run_dir,
         inference_mode=False,
         use_distributed_sampler=False,  # the module shards whole planned batches itself

@@ -95,7 +95,7 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     )
     trainer = build_trainer(
         cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg),
+        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
         context.run_dir,
         max_epochs=task.max_epochs,
         enable_checkpointing=False,

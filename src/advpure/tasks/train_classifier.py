@@ -30,7 +30,7 @@ def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     module = ClassifierModule(net, lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, adversarial=adversarial)
     trainer = build_trainer(
         cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg),
+        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
         context.run_dir,
         max_epochs=cfg.task.max_epochs,
         enable_checkpointing=False,

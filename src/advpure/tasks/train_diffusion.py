@@ -40,7 +40,7 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     module = DiffusionModule(backbone, schedule, lr=task.lr, warmup_steps=task.warmup_steps, ema_decay=task.ema_decay)
     trainer = build_trainer(
         cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg),
+        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
         context.run_dir,
         max_steps=task.max_steps,
         gradient_clip_val=task.grad_clip,
