@@ -151,14 +151,12 @@ def test_diffusion_levels_follow_the_ddpm_forward_process():
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     assert torch.isclose(levels.alpha_bars[70], torch.prod(1 - betas[:70]))
     x = _images(batch=4)
-    clean = torch.tensor([1.0, 0.0], dtype=x.dtype).view(1, 2, 1, 1).expand(4, 2, 1, 1)
+    clean = torch.ones(4, 1, 1, 1, dtype=x.dtype)
     assert torch.allclose(DiffusionLevels.apply(x, clean, torch.randn_like(x)), x)
     # many draws at the top level: mean sqrt(ab) (2x - 1) mapped to pixels, std sqrt(1 - ab) / 2
     ab = levels.alpha_bars[70].item()
-    top = torch.tensor([ab**0.5, (1 - ab) ** 0.5], dtype=x.dtype).view(1, 2, 1, 1)
-    draws = DiffusionLevels.apply(
-        x[:1].expand(20000, -1, -1, -1), top.expand(20000, 2, 1, 1), torch.randn(20000, 1, 8, 8, dtype=x.dtype)
-    )
+    top = torch.full((20000, 1, 1, 1), ab, dtype=x.dtype)
+    draws = DiffusionLevels.apply(x[:1].expand(20000, -1, -1, -1), top, torch.randn(20000, 1, 8, 8, dtype=x.dtype))
     assert torch.allclose(draws.mean(0), (ab**0.5 * (2 * x[0] - 1) + 1) / 2, atol=0.01)
     assert torch.allclose(draws.std(0), torch.full_like(x[0], (1 - ab) ** 0.5 / 2), rtol=0.03)
 
@@ -167,10 +165,10 @@ def test_trades_adversary_stays_in_the_ball_and_beats_random_points_of_it():
     net = SmoothAuxiliary()
     x = _images(batch=16)
     levels = DiffusionLevels(0.05, 1e-4, 0.02, 1000)
-    scales, z = levels.draw(x, torch.Generator().manual_seed(0))
+    alpha_bar, z = levels.draw(x, torch.Generator().manual_seed(0))
 
     def diffuse(images):
-        return DiffusionLevels.apply(images, scales, z)
+        return DiffusionLevels.apply(images, alpha_bar, z)
 
     def divergence(points):
         with torch.no_grad():

@@ -18,7 +18,8 @@ def build(node: Any, /, *, key: str, **kwargs: Any) -> Any:
     Args:
         node: the config; ``None`` or ``_target_: null`` gives ``None``.
         key: the node's dotted config key, named in errors (e.g. ``"purifier"``).
-        **kwargs: run-time arguments the config cannot hold (a backbone, a resolved eps).
+        **kwargs: run-time arguments the config cannot hold (a backbone, a resolved eps, a
+            network built from a sub-node); each replaces the node's key of the same name.
 
     Raises:
         ConfigError: naming ``key`` when the target cannot be imported or called with the
@@ -32,6 +33,11 @@ def build(node: Any, /, *, key: str, **kwargs: Any) -> Any:
         node = OmegaConf.create(node)
     if not isinstance(node, DictConfig) or node.get("_target_") is None:
         return None
+    if any(name in node for name in kwargs):
+        # A run-time argument replaces its config node (a purifier's ``surrogate``, AGDM's
+        # ``auxiliary``): drop the node first, since Hydra would merge an object into a typed node.
+        plain = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+        node = OmegaConf.create({name: value for name, value in plain.items() if name not in kwargs})
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as error:

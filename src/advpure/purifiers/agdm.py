@@ -29,6 +29,7 @@ the state and on the input); ``guidance_blind`` treats it as a constant. c_phi's
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from advpure.config.enums import DdpmVariance, EmbeddingDistance, EmbeddingLayer
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.errors import ConfigError
 from advpure.purifiers.diffpure_ddpm import DiffPureDDPM
-from advpure.purifiers.guidance import GuidedChain, differentiable, gradient_of
+from advpure.purifiers.guidance import GuidedChain
 from advpure.purifiers.noise import NoiseSource
 
 
@@ -146,7 +147,8 @@ class AGDM(GuidedChain, DiffPureDDPM):
         pixels = (x + 1.0) * 0.5
         reference = self.embed(pixels)
         with torch.no_grad():
-            labels = self.auxiliary(pixels).argmax(1)
+            logits = reference if self.embedding == EmbeddingLayer.logits else self.auxiliary(pixels)
+            labels = logits.argmax(1)
         return self.guided_reverse(self.diffuse(x, noise.normal(0, x)), reference, noise, labels)
 
     def guided_step(
@@ -162,11 +164,8 @@ class AGDM(GuidedChain, DiffPureDDPM):
         reference: e(x_in) (B, D); context: y_hat (B,)."""
         mean = self.step_mean(i, x)
         if self.guided:
-            build_graph = torch.is_grad_enabled() and self.grad_mode != GradMode.guidance_blind
-            with torch.enable_grad():
-                state = differentiable(x)
-                objective = self.log_guidance(state, reference, context).sum()
-                mean = mean + self.step_variances[i] * gradient_of(objective, state, build_graph)
+            objective = partial(self.log_guidance, reference=reference, labels=context)
+            mean = mean + self.step_variances[i] * self.guidance_gradient(objective, x)
         out = mean if z is None else mean + self._steps[i][3] * z
         return out if torch.is_grad_enabled() else out.detach()
 

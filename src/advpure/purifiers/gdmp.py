@@ -23,6 +23,7 @@ Where advpure differs from the released code (JinyiW/GuidedDiffusionPur), and wh
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from advpure.config.enums import DdpmVariance, GradMode, GuidanceDistance
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.errors import ConfigError
 from advpure.purifiers.diffpure_ddpm import DiffPureDDPM
-from advpure.purifiers.guidance import SIMILARITIES, GuidedChain, differentiable, gradient_of
+from advpure.purifiers.guidance import SIMILARITIES, GuidedChain
 from advpure.purifiers.noise import NoiseSource, OffsetNoise
 
 REPEAT_KEY_STRIDE = 50_000  # noise keys of round r start at r * REPEAT_KEY_STRIDE
@@ -135,12 +136,9 @@ class GDMP(GuidedChain, DiffPureDDPM):
         mean = self.step_mean(i, x)
         alpha_bar, coefficient = self._guides[i]
         if z_guide is not None:
-            build_graph = torch.is_grad_enabled() and self.grad_mode != GradMode.guidance_blind
-            with torch.enable_grad():
-                state = differentiable(x)
-                reference_t = alpha_bar**0.5 * reference + (1.0 - alpha_bar) ** 0.5 * z_guide
-                similarity = SIMILARITIES[self.distance](state, reference_t).sum()
-                mean = mean + coefficient * gradient_of(similarity, state, build_graph)
+            reference_t = alpha_bar**0.5 * reference + (1.0 - alpha_bar) ** 0.5 * z_guide
+            similarity = partial(SIMILARITIES[self.distance], reference=reference_t)
+            mean = mean + coefficient * self.guidance_gradient(similarity, x)
         out = mean if z is None else mean + self._steps[i][3] * z
         return out if torch.is_grad_enabled() else out.detach()
 

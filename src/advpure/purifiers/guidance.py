@@ -21,7 +21,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from advpure.config.enums import GuidanceDistance, GuidanceOperator
+from advpure.config.enums import GradMode, GuidanceDistance, GuidanceOperator
 from advpure.purifiers.checkpointing import checkpointed_call
 from advpure.purifiers.noise import NoiseSource
 
@@ -127,3 +127,11 @@ class GuidedChain:
     def guide_draws_noise(self, i: int) -> bool:
         """Whether step ``i``'s guidance draws noise (default: no)."""
         return False
+
+    def guidance_gradient(self, objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """grad_x of ``objective(x).sum()`` (objective: (B, C, H, W) -> (B,)): differentiable itself
+        under autograd (``grad_mode=full``), a constant under ``guidance_blind`` or without autograd."""
+        build_graph = torch.is_grad_enabled() and self.grad_mode != GradMode.guidance_blind
+        with torch.enable_grad():
+            state = differentiable(x)
+            return gradient_of(objective(state).sum(), state, build_graph)

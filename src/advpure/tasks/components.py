@@ -85,9 +85,6 @@ def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None)
             cfg.auxiliary, require_weights=True, key="purifier.auxiliary", trained_by="train_agdm_aux"
         )
         warn_if_beyond_training_levels(cfg)
-        # The typed ``auxiliary`` node cannot take a module: hand the rest over as a plain node.
-        plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        cfg = OmegaConf.create({key: value for key, value in plain.items() if key != "auxiliary"})
     if "guide_eps" in cfg and cfg.guide_eps is None and threat_eps is not None:
         extra["guide_eps"] = threat_eps
     if cfg.get("surrogate") is not None:

@@ -44,12 +44,11 @@ def measure_robustness(
     for x, y in loader:
         adversarial = pgd_attack(net, x, y, **{**adversary, "steps": steps})
         z = torch.randn(x.shape, generator=noise, dtype=x.dtype)
-        scales = torch.tensor([top**0.5, (1.0 - top) ** 0.5], dtype=x.dtype).view(1, 2, 1, 1).expand(len(x), 2, 1, 1)
         with torch.no_grad():
             for name, images in (
                 ("clean_accuracy", x),
                 ("pgd_robust_accuracy", adversarial),
-                ("diffused_accuracy", DiffusionLevels.apply(x, scales, z)),
+                ("diffused_accuracy", DiffusionLevels.apply(x, torch.tensor(top, dtype=x.dtype), z)),
             ):
                 correct[name] += int((net(images).argmax(1) == y).sum())
         total += len(y)

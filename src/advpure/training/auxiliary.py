@@ -18,6 +18,7 @@ controls the input before diffusion (the threat model at test time), not the noi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -46,23 +47,23 @@ class DiffusionLevels:
         self.alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars])  # (K + 1,)
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per image a level's (sqrt(ab), sqrt(1 - ab)) as (B, 1, 1, 1) tensors plus noise z like x."""
+        """Per image a level's alpha_bar, (B, 1, 1, 1), and standard-normal noise z like x."""
         levels = torch.randint(0, self.max_level + 1, (x.shape[0],), generator=generator)
-        ab = self.alpha_bars[levels].to(dtype=x.dtype, device=x.device).view(-1, *[1] * (x.ndim - 1))
+        alpha_bar = self.alpha_bars[levels].to(dtype=x.dtype, device=x.device).view(-1, *[1] * (x.ndim - 1))
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return torch.cat([ab.sqrt(), (1.0 - ab).sqrt()], dim=1), z
+        return alpha_bar, z
 
     @staticmethod
-    def apply(x: torch.Tensor, scales: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """x in [0, 1] diffused with per-image ``scales`` (B, 2, 1, 1) and noise z -> pixel scale."""
-        signal, sigma = scales[:, :1], scales[:, 1:]
-        return (signal * (2.0 * x - 1.0) + sigma * z + 1.0) * 0.5
+    def apply(x: torch.Tensor, alpha_bar: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x in [0, 1] diffused with per-image ``alpha_bar`` (broadcastable) and noise z, back
+        on the pixel scale (not clamped)."""
+        return (alpha_bar.sqrt() * (2.0 * x - 1.0) + (1.0 - alpha_bar).sqrt() * z + 1.0) * 0.5
 
 
 def trades_adversary(
     net: nn.Module,
     x: torch.Tensor,
-    diffuse: Any,
+    diffuse: Callable[[torch.Tensor], torch.Tensor],
     *,
     norm: Norm,
     eps: float,
@@ -124,10 +125,10 @@ class AuxiliaryModule(pl.LightningModule):
 
     def trades_loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{loss, ce, kl, logits}`` of one batch at freshly drawn levels and noise."""
-        scales, z = self.levels.draw(x)
+        alpha_bar, z = self.levels.draw(x)
 
         def diffuse(images: torch.Tensor) -> torch.Tensor:
-            return DiffusionLevels.apply(images, scales, z)
+            return DiffusionLevels.apply(images, alpha_bar, z)
 
         if self.trades_lambda > 0:
             was_training = self.net.training
@@ -154,14 +155,14 @@ class AuxiliaryModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        scales, z = self.levels.draw(x)
+        alpha_bar, z = self.levels.draw(x)
         with torch.enable_grad():  # Lightning validates under no_grad
             adversarial = pgd_attack(self.net, x, y, **{**self.adversary, "steps": self.eval_steps})
         with torch.no_grad():
             accuracy = {
                 "val/clean_acc": self.net(x).argmax(1) == y,
                 "val/robust_acc": self.net(adversarial).argmax(1) == y,
-                "val/diffused_acc": self.net(DiffusionLevels.apply(x, scales, z)).argmax(1) == y,
+                "val/diffused_acc": self.net(DiffusionLevels.apply(x, alpha_bar, z)).argmax(1) == y,
             }
         for name, correct in accuracy.items():
             self.log(name, correct.float().mean(), prog_bar=name != "val/diffused_acc", sync_dist=True)
