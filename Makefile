@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,sweep,slurm
+EXTRAS := dev,sweep,slurm,published
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-full bench grad-modes lint format lock clean
