@@ -3,17 +3,28 @@
 Config groups live in conf/ (see README.md); ``python run.py --help`` lists them.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 import advpure.config  # noqa: F401  (registers the schemas and resolvers before composing)
 from advpure.cli import main as run_main
+from advpure.cli import override_hints
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_main(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Run the task; the value of ``task.objective`` (if set) goes back to a search sweeper (Optuna)."""
+    results = run_main(cfg) or {}
+    return results.get("objective", {}).get("value")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1:  # Hydra could not compose the config: add a fix for misspelt keys
+            for hint in override_hints(sys.argv[1:]):
+                print(hint, file=sys.stderr)
+        raise

@@ -23,6 +23,9 @@ CONF = ROOT / "conf"
 # tests never reuse batches from outside the session, nor leave any in outputs/.
 os.environ["ADVPURE_EVALUATIONS"] = tempfile.mkdtemp(prefix="advpure-test-evaluations-")
 atexit.register(shutil.rmtree, os.environ["ADVPURE_EVALUATIONS"], True)
+# Likewise the resume state of training tasks (paths.training).
+os.environ["ADVPURE_TRAINING"] = tempfile.mkdtemp(prefix="advpure-test-training-")
+atexit.register(shutil.rmtree, os.environ["ADVPURE_TRAINING"], True)
 
 
 @pytest.fixture(autouse=True)

@@ -164,24 +164,28 @@ def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):
     assert stored["metrics"]["undefended_clean"]["n"] == 7
 
 
-def test_wandb_offline_run_gets_metrics_the_per_example_table_and_the_panel(compose_cfg, tmp_path):
+def test_wandb_offline_run_gets_metrics_the_per_example_table_and_the_panel(compose_cfg, tmp_path, capsys):
     overrides = ("logger=wandb", "attack=pgd_eot", "attack.n_iter=2", "attack.n_eot=1", "task.n_images=4")
     scoring = ("task.batch_size=4", "task.n_vote=2", "task.n_worst=2", "task.n_panel=3")
     run_task(compose_cfg(*overrides, *scoring), RunContext(tmp_path))
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert f"upload it with: wandb sync {run}" in capsys.readouterr().out
     (table_file,) = (run / "files" / "media" / "table").glob("records_*.table.json")
     table = json.loads(table_file.read_text())
     assert "defended_attack_succeeded" in table["columns"] and "defended_adv_draws" in table["columns"]
     assert sorted(row[table["columns"].index("index")] for row in table["data"]) == [0, 1, 2, 3]
     assert list((run / "files" / "media" / "images").glob("panel_*.png"))
     logged = _offline_history(next(run.glob("run-*.wandb")))
+    config = logged["config"]  # the resolved config, as a plain dict
+    assert config["purifier"]["t_star"] == 0.1 and config["task"]["n_images"] == 4
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     for name in ("defended_robust", "defended_robust_majority", "undefended_robust"):
         assert logged[f"final/{name}"] == pytest.approx(metrics[name]["value"])
 
 
 def _offline_history(path):
-    """Every history value an offline W&B run logged, by key (the last value wins).
+    """Every history value an offline W&B run logged, by key (the last value wins), and under
+    ``config`` the run's config (each key's JSON value).
 
     Offline runs keep metrics only in the run's record log: a 7-byte file header (":W&B", magic,
     version), then LevelDB-style chunks (CRC32 4 bytes, length 2 bytes little-endian, kind 1 byte:
@@ -190,7 +194,7 @@ def _offline_history(path):
     """
     from wandb.proto import wandb_internal_pb2
 
-    data, pos, block, chunks, history = path.read_bytes(), 7, 32768, [], {}
+    data, pos, block, chunks, history = path.read_bytes(), 7, 32768, [], {"config": {}}
     assert data[:4] == b":W&B", f"{path} is not a W&B record log"
     while pos + 7 <= len(data):
         if block - pos % block < 7:
@@ -203,6 +207,9 @@ def _offline_history(path):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(b"".join(chunks))
             chunks = []
+            if record.WhichOneof("record_type") == "config":
+                for item in record.config.update:
+                    history["config"][item.key] = json.loads(item.value_json)
             if record.WhichOneof("record_type") == "history":
                 for item in record.history.item:
                     history["/".join(item.nested_key) or item.key] = json.loads(item.value_json)

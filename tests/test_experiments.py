@@ -30,6 +30,9 @@ from tests.conftest import CONF, group_options
 
 EXPERIMENTS = group_options("experiment")
 SWEEPS = group_options("sweep")
+# Sweep presets run by Hydra's basic sweeper (a grid); the others are searches (tests/test_launchers.py).
+SEARCHES = ("optuna_guidance",)
+GRID_SWEEPS = [name for name in SWEEPS if name not in SEARCHES]
 EIGHT_OVER_255 = 8 / 255
 
 # What each preset selects: dataset, classifier, diffusion, purifier, attack, budget.
@@ -353,7 +356,7 @@ def sweep_jobs(name: str, *command_line: str) -> list[list[str]]:
     return jobs
 
 
-@pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.parametrize("name", GRID_SWEEPS)
 def test_sweep_preset_composes_and_carries_its_params(compose_cfg, name):
     fields = header_fields(CONF / "sweep" / f"{name}.yaml")
     assert {"sweeps", "run", "combine"} <= set(fields)
@@ -370,6 +373,14 @@ def test_sweep_preset_composes_and_carries_its_params(compose_cfg, name):
         job_cfg = compose_cfg(*job)
         validate_config(job_cfg)
         assert OmegaConf.select(job_cfg, key) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_search_preset_header_says_what_it_searches_how_to_run_it_and_how_it_persists(name):
+    fields = header_fields(CONF / "sweep" / f"{name}.yaml")
+    assert {"sweeps", "run", "persists", "honest numbers"} <= set(fields)
+    assert f"python run.py -m +sweep={name}" in fields["run"]
+    assert set(SEARCHES) | set(GRID_SWEEPS) == set(SWEEPS)
 
 
 def test_guidance_scale_sweep_selects_gdmp(compose_cfg):

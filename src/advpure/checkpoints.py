@@ -77,19 +77,25 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         if not file.is_file():
             raise CheckpointError(
                 f"checkpoint file not found: {file} (an advpure checkpoint is a pair "
-                f"<stem>.safetensors + <stem>.json; train one with a train_* task or fix the path)"
+                f"<stem>.safetensors + <stem>.json). Fix: correct the path, or train one with a train_* task"
             )
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"checkpoint config is not valid JSON: {config_path} ({error})") from None
+        raise CheckpointError(
+            f"checkpoint config is not valid JSON: {config_path} ({error}). Fix: copy the checkpoint again"
+        ) from None
     if config.get("format") != FORMAT or "net" not in config:
-        raise CheckpointError(f"{config_path} is not an advpure checkpoint config (format {FORMAT!r})")
+        raise CheckpointError(
+            f"{config_path} is not an advpure checkpoint config (format {FORMAT!r}). Fix: point at a checkpoint "
+            "written by a train_* task (published weights files go to classifier.weights / diffusion.weights)"
+        )
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
-            f"cannot read weights {weights_path}: {error} (truncated or not a safetensors file)"
+            f"cannot read weights {weights_path}: {error} (truncated or not a safetensors file). "
+            "Fix: copy or train the checkpoint again"
         ) from None
     return state, config
 
@@ -104,13 +110,14 @@ def load_weights(model: nn.Module, path: str | Path, *, net: dict[str, Any] | No
     if net is not None and _plain(config["net"]) != _plain(net):
         raise CheckpointError(
             f"checkpoint {checkpoint_paths(path)[1]} was saved for architecture {config['net']}, "
-            f"but the config asks for {net}; point at a matching checkpoint or change the net"
+            f"but the config asks for {net}. Fix: point at a checkpoint of this net, or select the net it was saved for"
         )
     missing, unexpected, wrong_shape = state_mismatch(state, model)
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
             f"checkpoint {checkpoint_paths(path)[0]} does not fit the model: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}"
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}. "
+            "Fix: point at a checkpoint of this architecture, or change the net to the one it was trained with"
         )
     model.load_state_dict(state, strict=True)
     return config

@@ -36,3 +36,8 @@ class CheckpointError(AdvpureError, FileNotFoundError):
 
 class DataError(AdvpureError, FileNotFoundError):
     """A dataset folder is missing or has the wrong layout."""
+
+
+class OutputError(AdvpureError, OSError):
+    """A result or checkpoint cannot be written (read-only folder, full disk); files written
+    earlier are left as they were."""

@@ -1,7 +1,15 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written result behind."""
+"""Atomic file writes: a crash or a full disk never leaves a half-written result behind.
+
+Every result, record and checkpoint file advpure writes goes through :func:`write_atomic`: the
+content is written to a temporary file beside the target and renamed onto it, so a reader (or a
+resumed run) sees either the old file or the complete new one. A write that fails (full disk,
+read-only folder, no permission) removes its temporary file, leaves the old file untouched and
+raises :class:`~advpure.errors.OutputError` naming the path and the fix.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,17 +17,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advpure.errors import OutputError
+
+_FIXES = {
+    errno.ENOSPC: "free disk space, or write elsewhere (hydra.run.dir=<folder>, paths.evaluations=<folder>)",
+    errno.EDQUOT: "free space under your quota, or write elsewhere (hydra.run.dir=<folder>)",
+    errno.EROFS: "the file system is read-only: write elsewhere (hydra.run.dir=<folder>, paths.evaluations=<folder>)",
+    errno.EACCES: "make the folder writable (chmod u+w), or write elsewhere (hydra.run.dir=<folder>)",
+    errno.EPERM: "make the folder writable (chmod u+w), or write elsewhere (hydra.run.dir=<folder>)",
+}
+
+
+def output_error(path: Path, error: OSError) -> OutputError:
+    """An :class:`OutputError` for a failed write of ``path``, naming it, the cause and the fix."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    fix = _FIXES.get(error.errno or 0, "check that the folder exists and is writable, or write elsewhere")
+    return OutputError(
+        f"cannot write {path}: {reason} ({type(error).__name__}). Files written earlier are unchanged. Fix: {fix}"
+    )
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    Raises :class:`OutputError` (the temporary file removed, ``path`` untouched) if any step fails
+    with an ``OSError``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise output_error(path, error) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, error) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -34,3 +71,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def require_writable(folder: str | Path, key: str) -> Path:
+    """Create ``folder`` if needed and prove it writable (a probe file, written and removed), before
+    any long work; :class:`OutputError` naming ``key`` (the config key or run folder) otherwise."""
+    folder = Path(folder)
+    try:
+        probe = write_text_atomic(folder / f".advpure-write-probe-{os.getpid()}", "")
+    except OutputError as error:
+        raise OutputError(f"{key} is not writable: {error}") from None
+    probe.unlink(missing_ok=True)
+    return folder

@@ -13,6 +13,27 @@ from advpure.config.enums import Norm
 from advpure.errors import ConfigError
 
 
+def class_norm(name: str) -> Norm | None:
+    """The threat model a torchattacks class fixes by itself: ``None`` when it takes a ``norm``
+    argument (or no ``eps`` budget at all), ``L2`` for the ``*L2`` classes, else ``Linf``."""
+    parameters = inspect.signature(getattr(torchattacks, name).__init__).parameters
+    if "norm" in parameters or "eps" not in parameters:
+        return None
+    return Norm.L2 if name.endswith("L2") else Norm.Linf
+
+
+def check_norm(name: str, norm: Norm | str) -> None:
+    """``ConfigError`` naming ``attack.norm`` when class ``name`` cannot attack in ``norm``."""
+    fixed = class_norm(name) if name in torchattacks.__all__ else None
+    if fixed is not None and fixed != Norm(norm):
+        same_norm = "PGDL2 or APGD (norm=L2)" if Norm(norm) == Norm.L2 else "EOTPGD, PGD or APGD (norm=Linf)"
+        raise ConfigError(
+            "attack.norm",
+            f"{Norm(norm).value} budget given to torchattacks.{name}, which attacks only in {fixed.value}",
+            f"set attack.norm={fixed.value}, or attack.name={same_norm}",
+        )
+
+
 class TorchAttacksRunner:
     """``attack(model, x, y) -> x_adv`` through ``torchattacks.<name>(model, **kwargs)``.
 
@@ -35,6 +56,7 @@ class TorchAttacksRunner:
             raise ConfigError(
                 "attack.name", f"{name!r} is not a torchattacks attack", f"use one of {sorted(torchattacks.__all__)}"
             )
+        check_norm(name, norm)
         self.name = name
         self.cls = getattr(torchattacks, name)
         parameters = inspect.signature(self.cls.__init__).parameters

@@ -12,6 +12,15 @@ class Norm(str, Enum):
     L2 = "L2"
 
 
+class ObjectiveMetric(str, Enum):
+    """The defended robust accuracy a search maximizes (``task.objective.metric``): single draw,
+    majority vote or worst of N purifications."""
+
+    defended_robust = "defended_robust"
+    defended_robust_majority = "defended_robust_majority"
+    defended_robust_worst = "defended_robust_worst"
+
+
 class AutoAttackVersion(str, Enum):
     """AutoAttack presets: ``rand`` (APGD-CE + APGD-DLR with EOT) is the one for randomized defenses."""
 
@@ -101,6 +110,16 @@ class EmbeddingLayer(str, Enum):
     penultimate = "penultimate"
 
 
+class Precision(str, Enum):
+    """Floating-point format a diffusion backbone computes in (its input, output and the
+    purifier's state stay float32): ``fp32``; ``fp16`` (as the guided-diffusion ImageNet model
+    ran); ``bf16`` (the low-precision choice on CPUs)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 class TaskName(str, Enum):
     """What ``run.py`` does."""
 
@@ -132,3 +151,12 @@ class AttackLoss(str, Enum):
     ce = "ce"
     margin = "margin"
     dlr = "dlr"
+
+
+class NonFinitePolicy(str, Enum):
+    """What an evaluation does on NaN or Inf in a purifier's output, a classifier's logits or an
+    attack's gradient or output: ``stop`` with an error naming the batch and examples, or ``skip``
+    (record them; their predictions count as wrong, never robust)."""
+
+    stop = "stop"
+    skip = "skip"

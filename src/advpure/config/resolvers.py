@@ -1,7 +1,10 @@
-"""OmegaConf resolvers used by conf/: ``${advpure_root:}`` is the project folder."""
+"""OmegaConf resolvers used by conf/: ``${advpure_root:}`` is the project folder;
+``${job_dirname:${hydra.job.override_dirname}}`` is a sweep job's folder name;
+``${sqlite_url:<file>}`` is an SQLAlchemy URL for a local SQLite file (its folder is created)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,7 +21,33 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+JOB_DIRNAME_LIMIT = 120
+
+
+def job_dirname(override_dirname: str, limit: int = JOB_DIRNAME_LIMIT) -> str:
+    """One folder name from a job's overrides: a ``/`` in a value (``dataset.root=/data``) would nest
+    folders, so it becomes ``_``; a name longer than ``limit`` characters (file systems stop at 255)
+    is cut and ends with a hash of the whole, so different overrides keep different names."""
+    name = override_dirname.replace(os.sep, "_")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}~{digest}"
+
+
+def sqlite_url(path: str) -> str:
+    """``sqlite:///<absolute path>``, creating the folder (SQLite cannot create it, and an Optuna
+    study stored there must outlive the sweep folder so that a re-run resumes it)."""
+    file = Path(path).expanduser().resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
 def register_resolvers() -> None:
     """Register advpure's resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("advpure_root"):
         OmegaConf.register_new_resolver("advpure_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("job_dirname"):
+        OmegaConf.register_new_resolver("job_dirname", job_dirname)
+    if not OmegaConf.has_resolver("sqlite_url"):
+        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)

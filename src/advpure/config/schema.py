@@ -28,8 +28,11 @@ from advpure.config.enums import (
     GuidanceDistance,
     GuidanceOperator,
     GuidedStart,
+    NonFinitePolicy,
     Norm,
+    ObjectiveMetric,
     OdeMethod,
+    Precision,
     SdeMethod,
     TaskName,
 )
@@ -73,6 +76,64 @@ class CifarSchema(DatasetSchema):
     download: bool = False
 
 
+@dataclass
+class ImageNetSchema(DatasetSchema):
+    """ImageNet from an ImageFolder-style folder ``<root>/<split>/<wnid>/<image>`` (any subset of the
+    1000 classes; labels are the standard indices), resized to ``resize`` then center-cropped to
+    ``crop``. ``train_split``: a folder in the same layout for training tasks (null: none)."""
+
+    _target_: str = "advpure.data.imagenet.ImageNetDataModule"
+    root: str = MISSING
+    split: str = "val"
+    train_split: str | None = None
+    resize: int = 256
+    crop: int = 224
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("crop", self.crop, 1)
+        if self.resize < self.crop:
+            from advpure.errors import ConfigError
+
+            raise ConfigError(
+                "resize", f"{self.resize} is smaller than crop={self.crop}", "set resize >= crop (standard: 256, 224)"
+            )
+
+
+@dataclass
+class CelebAHQSchema(DatasetSchema):
+    """CelebA-HQ images ``<root>/<images>/`` labelled by one binary ``attribute`` of the CelebA-format
+    ``<root>/<attributes_file>`` (1: present, 0: absent), resized to ``image_size``; a seeded split
+    holds out ``test_fraction`` of the images."""
+
+    _target_: str = "advpure.data.celebahq.CelebAHQDataModule"
+    root: str = MISSING
+    attribute: str = "Smiling"
+    images: str = "CelebA-HQ-img"
+    attributes_file: str = "CelebAMask-HQ-attribute-anno.txt"
+    image_size: int = 256
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("image_size", self.image_size, 1)
+        require_interval("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+
+
+@dataclass
+class SvhnSchema(DatasetSchema):
+    """torchvision SVHN (32x32, digits 0-9) from a local folder holding ``train_32x32.mat`` and
+    ``test_32x32.mat`` (``extra_32x32.mat`` too with ``use_extra``); downloads only if ``download: true``;
+    ``verify`` checks the files' published MD5 at start-up."""
+
+    _target_: str = "advpure.data.svhn.SvhnDataModule"
+    root: str = MISSING
+    use_extra: bool = False
+    download: bool = False
+    verify: bool = True
+
+
 # -------------------------------------------------------------------- classifier, diffusion
 
 
@@ -90,7 +151,26 @@ class ModelSchema:
 
 @dataclass
 class ClassifierSchema(ModelSchema):
-    """Classifier: (B, C, H, W) in [0, 1] -> logits (B, num_classes); normalizes inside."""
+    """Classifier: (B, C, H, W) in [0, 1] -> logits (B, num_classes); normalizes inside.
+
+    ``weights``: a published weights file in the network's own key layout (RobustBench, torchvision,
+    timm, or a user's ``torch.save(model.state_dict())``; ``.pt``/``.pth`` read with
+    ``torch.load(weights_only=True)``, or ``.safetensors``), loaded by
+    :func:`advpure.models.classifier_weights.load_classifier_weights`. Set at most one of
+    ``checkpoint`` and ``weights``.
+    """
+
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.weights is not None:
+            from advpure.errors import ConfigError
+
+            raise ConfigError(
+                "weights",
+                "is set together with 'checkpoint'",
+                "set only one of checkpoint (an advpure checkpoint) and weights (a published file); null the other",
+            )
 
 
 @dataclass
@@ -100,15 +180,25 @@ class DiffusionSchema(ModelSchema):
     ``pretrained``: a local diffusers-format folder (``config.json`` +
     ``diffusion_pytorch_model.safetensors``) or, on an online machine, a hub id; read with
     ``from_pretrained(use_safetensors=True)``. ``weights``: a file in a published model's own
-    format, converted at load (score_sde's NCSN++ checkpoint, e.g. DiffPure's CIFAR-10
-    ``checkpoint_8.pth``, read with ``torch.load(weights_only=True)``; EMA weights). Set at most
+    format, converted at load by the network class's ``load_published_weights`` (score_sde's
+    NCSN++ checkpoint, e.g. DiffPure's CIFAR-10 ``checkpoint_8.pth``, EMA weights; guided-diffusion's
+    ``256x256_diffusion_uncond.pt``), read with ``torch.load(weights_only=True)``. Set at most
     one of ``checkpoint``, ``pretrained`` and ``weights``.
+
+    ``precision``: what the backbone computes in during purification (``fp16``/``bf16``: input
+    and output stay float32; see :mod:`advpure.diffusion.precision`). ``image_size``: the side
+    the purifier works at; inputs of another size are resized to it (bilinear) and back (see
+    :mod:`advpure.purifiers.resize`); null works at the data's size.
     """
 
     pretrained: str | None = None
     weights: str | None = None
+    precision: Precision = Precision.fp32
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.image_size is not None:
+            require_at_least("image_size", self.image_size, 1)
         chosen = [key for key in ("checkpoint", "pretrained", "weights") if getattr(self, key) is not None]
         if len(chosen) > 1:
             from advpure.errors import ConfigError
@@ -118,6 +208,18 @@ class DiffusionSchema(ModelSchema):
                 f"is set together with {chosen[0]!r}",
                 "set only one of checkpoint, pretrained and weights (null the others)",
             )
+
+
+@dataclass
+class GuidedDiffusionSchema(DiffusionSchema):
+    """A backbone built by the original guided-diffusion code (the optional ``published`` extra):
+    start-up fails, naming the install command, when that package is missing."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from advpure.diffusion.guided import require_guided_diffusion
+
+        require_guided_diffusion(key="net._target_")  # validation prefixes the group: diffusion.net._target_
 
 
 # ----------------------------------------------------------------------------- purifier
@@ -435,14 +537,34 @@ class TorchAttacksSchema(AttackSchema):
 
 
 @dataclass
+class SlurmSchema:
+    """One SLURM job per sweep job (``hardware=slurm``, Hydra's submitit launcher reads these)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 240
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int = 64
+    max_parallel_jobs: int = 64
+
+    def __post_init__(self) -> None:
+        for key in ("time_min", "gpus_per_job", "cpus_per_job", "mem_gb", "max_parallel_jobs"):
+            require_at_least(key, getattr(self, key), 1)
+
+
+@dataclass
 class HardwareSchema:
-    """Lightning Trainer placement: accelerator, devices, strategy, precision."""
+    """Lightning Trainer placement: accelerator, devices, strategy, precision; ``slurm``: the cluster
+    job of each sweep job (``hardware=slurm`` only)."""
 
     accelerator: Accelerator = Accelerator.cpu
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
+    slurm: SlurmSchema | None = None
 
     def __post_init__(self) -> None:
         require_at_least("num_nodes", self.num_nodes, 1)
@@ -493,11 +615,27 @@ class TaskSchema:
 
 
 @dataclass
+class ObjectiveSchema:
+    """What an evaluation returns to a search (the Optuna sweeper): ``metric`` if the defended
+    clean accuracy reaches ``clean_floor``, else a value below every feasible one (see
+    :func:`advpure.sweeps.objective.objective_value`)."""
+
+    metric: ObjectiveMetric = ObjectiveMetric.defended_robust
+    clean_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        require_interval("clean_floor", self.clean_floor, 0.0, 1.0)
+
+
+@dataclass
 class EvaluateTaskSchema(TaskSchema):
     """Attack the undefended and the purified classifier on the first ``n_images`` test images;
     score the defended one by single draw, majority vote of ``n_vote`` and worst of ``n_worst``
     purifications (max(n_vote, n_worst) draws per image, clean and adversarial). ``resume``:
-    reuse the finished batches of an identical evaluation from ``paths.evaluations``."""
+    reuse the finished batches of an identical evaluation from ``paths.evaluations``.
+    ``on_nonfinite``: NaN/Inf in a purifier output, logits or an attack's gradient/output stops
+    the run (``stop``) or is recorded and counted as not robust (``skip``). ``objective``: the
+    number returned to a search over configs (Optuna sweeper), null for none."""
 
     name: TaskName = TaskName.evaluate
     n_images: int = 512
@@ -509,6 +647,8 @@ class EvaluateTaskSchema(TaskSchema):
     subset_index: int = 0
     class_balanced: bool = False
     resume: bool = True
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.stop
+    objective: ObjectiveSchema | None = None
 
     def __post_init__(self) -> None:
         require_at_least("subset_index", self.subset_index, 0)
@@ -549,6 +689,7 @@ class TrainClassifierTaskSchema(TaskSchema):
     weight_decay: float = 5e-4
     adversarial: AdversarialTrainingSchema = field(default_factory=AdversarialTrainingSchema)
     export_to: str | None = None
+    resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
     def __post_init__(self) -> None:
         require_at_least("max_epochs", self.max_epochs, 1)
@@ -572,6 +713,7 @@ class TrainDiffusionTaskSchema(TaskSchema):
     n_samples: int = 64
     sample_dt: float = 1e-3
     export_to: str | None = None
+    resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
     def __post_init__(self) -> None:
         require_at_least("max_steps", self.max_steps, 1)
@@ -638,6 +780,7 @@ class TrainAgdmAuxTaskSchema(TaskSchema):
     noise: DiffusionLevelsSchema = field(default_factory=DiffusionLevelsSchema)
     eval_steps: int = 20
     export_to: str | None = None
+    resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
     def __post_init__(self) -> None:
         require_at_least("max_epochs", self.max_epochs, 1)
@@ -651,12 +794,14 @@ class TrainAgdmAuxTaskSchema(TaskSchema):
 
 @dataclass
 class PathsSchema:
-    """Where shipped checkpoints, local datasets and completed evaluation batches live."""
+    """Where shipped checkpoints, local datasets, completed evaluation batches and the resume
+    state of training tasks (``training``: one folder per training config) live."""
 
     root: str = MISSING
     checkpoints: str = MISSING
     data: str = MISSING
     evaluations: str = MISSING
+    training: str = MISSING
 
 
 @dataclass
@@ -677,9 +822,15 @@ class RootSchema:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"digits": DigitsSchema, "cifar": CifarSchema},
+    "dataset": {
+        "digits": DigitsSchema,
+        "cifar": CifarSchema,
+        "imagenet": ImageNetSchema,
+        "celebahq": CelebAHQSchema,
+        "svhn": SvhnSchema,
+    },
     "classifier": {"base": ClassifierSchema},
-    "diffusion": {"base": DiffusionSchema},
+    "diffusion": {"base": DiffusionSchema, "guided": GuidedDiffusionSchema},
     "purifier": {
         "none": IdentityPurifierSchema,
         "diffpure": DiffPureSchema,

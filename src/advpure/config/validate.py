@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -41,3 +45,171 @@ def _check_node(node: DictConfig, key: str) -> None:
     except OmegaConfBaseException as error:
         full_key = getattr(error, "full_key", "") or key
         raise ConfigError(full_key, str(error).splitlines()[0], "check the value's type and spelling") from None
+
+
+# ------------------------------------------------------------------ checks across groups
+
+# Config keys of a network that fix the images it takes: channels, and the square side. score_sde's
+# NCSN++ names its image channels ``num_channels`` (elsewhere, e.g. guided-diffusion, a width).
+CHANNEL_KEYS = {"ScoreSdeEpsilon": "num_channels"}
+SIDE_KEYS = ("image_size", "sample_size")
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Checks across config groups, for the task ``cfg`` selects (after :func:`validate_config`,
+    before any model is built): the attack budget against the data range, networks and the
+    checkpoints they load against the dataset's images, and options that exclude each other.
+
+    Raises ``ConfigError`` naming the key (and the checkpoint file, for a checkpoint) and the fix.
+    """
+    shape = dataset_shape(cfg.dataset)
+    task = str(cfg.task.name.value if hasattr(cfg.task.name, "value") else cfg.task.name)
+    nodes: list[tuple[str, DictConfig, int | None]] = []
+    if task == "evaluate":
+        _check_attack(cfg, shape)
+        _check_purifier(cfg)
+        nodes.append(("classifier", cfg.classifier, None))
+        if _uses_backbone(cfg.purifier) and cfg.diffusion.get("pretrained") is None:
+            nodes.append(("diffusion", cfg.diffusion, cfg.diffusion.get("image_size")))
+        if cfg.purifier.get("auxiliary") is not None:
+            nodes.append(("purifier.auxiliary", cfg.purifier.auxiliary, None))
+    elif task == "train_classifier":
+        nodes.append(("classifier", cfg.classifier, None))
+    elif task == "train_diffusion" and cfg.diffusion.get("pretrained") is None:
+        nodes.append(("diffusion", cfg.diffusion, cfg.diffusion.get("image_size")))
+    elif task == "train_agdm_aux":
+        nodes.append(("task", cfg.task, None))
+    if shape is None:
+        return
+    for key, node, side in nodes:
+        expected = (shape[0], side or shape[1])
+        _check_net(f"{key}.net", node.net, expected, cfg)
+        checkpoint = node.get("checkpoint")
+        if checkpoint is not None:
+            _check_checkpoint_net(f"{key}.checkpoint", checkpoint, expected, cfg)
+
+
+def dataset_shape(node: DictConfig) -> tuple[int, int, int] | None:
+    """(C, H, W) of the dataset's images, from its DataModule class (or its ``crop`` /
+    ``image_size`` keys, for datasets resized on load); ``None`` when unknown."""
+    from hydra.utils import get_class
+
+    try:
+        shape = getattr(get_class(node._target_), "image_shape", None)
+    except Exception:  # an unknown target fails at build, naming the key
+        return None
+    for key in ("crop", "image_size"):
+        if node.get(key) is not None:
+            channels = shape[0] if isinstance(shape, tuple) else 3
+            return (channels, int(node[key]), int(node[key]))
+    if isinstance(shape, tuple) and len(shape) == 3:
+        return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    return None
+
+
+def _check_attack(cfg: DictConfig, shape: tuple[int, int, int] | None) -> None:
+    attack = cfg.attack
+    norm = str(getattr(attack.norm, "value", attack.norm))
+    if attack.get("eps") is not None and shape is not None and norm == "L2":
+        largest = math.sqrt(shape[0] * shape[1] * shape[2])
+        if float(attack.eps) > largest:
+            raise ConfigError(
+                "attack.eps",
+                f"L2 budget {attack.eps} exceeds the data range: two {shape[0]}x{shape[1]}x{shape[2]} images in "
+                f"[0, 1] are at most sqrt({shape[0] * shape[1] * shape[2]}) = {largest:.4g} apart",
+                f"set attack.eps <= {largest:.4g} (the dataset's standard L2 budget: attack.eps=null)",
+            )
+    if str(attack.get("_target_", "")).endswith("TorchAttacksRunner"):
+        from advpure.attacks.torchattacks_runner import check_norm
+
+        check_norm(str(attack.name), norm)
+
+
+def _purifier_class(node: DictConfig) -> Any:
+    from hydra.utils import get_class
+
+    try:
+        return get_class(node._target_)
+    except Exception:  # an unknown target fails at build, naming the key
+        return None
+
+
+def _uses_backbone(node: DictConfig) -> bool:
+    return bool(getattr(_purifier_class(node), "uses_backbone", True))
+
+
+def _check_purifier(cfg: DictConfig) -> None:
+    purifier = _purifier_class(cfg.purifier)
+    if purifier is None:
+        return
+    grad_mode = str(getattr(cfg.purifier.grad_mode, "value", cfg.purifier.grad_mode))
+    name = getattr(purifier, "name", purifier.__name__)
+    if grad_mode == "adjoint" and not getattr(purifier, "supports_adjoint", False):
+        raise ConfigError(
+            "purifier.grad_mode",
+            f"'adjoint' is torchsde's stochastic adjoint of the continuous VP-SDE; purifier {name!r} is not one "
+            "(a discrete or guided sampler has no adjoint)",
+            "use purifier=diffpure for the adjoint, or purifier.grad_mode=full for exact gradients",
+        )
+    if grad_mode == "guidance_blind" and not getattr(purifier, "supports_guidance", False):
+        raise ConfigError(
+            "purifier.grad_mode",
+            f"'guidance_blind' treats a guidance gradient as constant; purifier {name!r} has no guidance",
+            "use it with purifier=gdmp, mimicdiffusion or agdm, or set purifier.grad_mode=full",
+        )
+
+
+def _net_images(net: Any) -> tuple[int | None, int | None]:
+    """(channels, side) a ``net`` node (or a checkpoint's ``net`` dict) fixes; ``None`` where it does not."""
+    get = net.get if hasattr(net, "get") else (lambda _key, _default=None: None)
+    target = str(get("_target_") or "").rsplit(".", 1)[-1]
+    channels = get(CHANNEL_KEYS.get(target, "in_channels"))
+    side = next((get(k) for k in SIDE_KEYS if get(k) is not None), None)
+    return (int(channels) if isinstance(channels, int) else None, int(side) if isinstance(side, int) else None)
+
+
+def _dataset_name(cfg: DictConfig) -> str:
+    target = str(cfg.dataset.get("_target_", "dataset"))
+    return target.rsplit(".", 1)[-1].removesuffix("DataModule")
+
+
+def _mismatch(channels: int | None, side: int | None, expected: tuple[int, int]) -> str | None:
+    problems = []
+    if channels is not None and channels != expected[0]:
+        problems.append(f"{channels} channels (the data has {expected[0]})")
+    if side is not None and side != expected[1]:
+        problems.append(f"{side}x{side} images (the data is {expected[1]}x{expected[1]})")
+    return " and ".join(problems) or None
+
+
+def _check_net(key: str, net: Any, expected: tuple[int, int], cfg: DictConfig) -> None:
+    problem = _mismatch(*_net_images(net), expected)
+    if problem:
+        raise ConfigError(
+            key,
+            f"builds a network for {problem}, but dataset {_dataset_name(cfg)} has {expected[0]}-channel "
+            f"{expected[1]}x{expected[1]} images",
+            f"select the {key.split('.')[0]} option made for this dataset (python run.py --help lists them), "
+            "or another dataset",
+        )
+
+
+def _check_checkpoint_net(key: str, checkpoint: str, expected: tuple[int, int], cfg: DictConfig) -> None:
+    """The architecture a checkpoint's JSON records, against the dataset (a missing or unreadable
+    file is reported when it is loaded, with the same key)."""
+    from advpure.checkpoints import checkpoint_paths
+
+    config_path = checkpoint_paths(checkpoint)[1]
+    try:
+        recorded = json.loads(config_path.read_text()).get("net")
+    except (OSError, ValueError, AttributeError):
+        return
+    problem = _mismatch(*_net_images(recorded if isinstance(recorded, dict) else {}), expected)
+    if problem:
+        raise ConfigError(
+            key,
+            f"{config_path} was trained for {problem}: it belongs to another dataset than "
+            f"{_dataset_name(cfg)} ({expected[0]}-channel {expected[1]}x{expected[1]} images)",
+            f"point {key} at a checkpoint trained on this dataset (train one with a train_* task), "
+            "or select its dataset",
+        )

@@ -18,6 +18,10 @@ _DATASET = {
     CifarVariant.cifar100: torchvision.datasets.CIFAR100,
 }
 _CLASSES = {CifarVariant.cifar10: 10, CifarVariant.cifar100: 100}
+_FILES = {
+    CifarVariant.cifar10: (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"),
+    CifarVariant.cifar100: ("train", "test", "meta"),
+}
 
 
 class CifarDataModule(ImageDataModule):
@@ -54,6 +58,13 @@ class CifarDataModule(ImageDataModule):
                 f"{self.variant.value} not found: expected the torchvision folder {expected} "
                 f"(data_batch_1..5 and test_batch inside). Set dataset.root=/path/to/folder-holding-it, "
                 f"or dataset.download=true on a machine with network access"
+            )
+        missing = [name for name in _FILES[self.variant] if not (expected / name).is_file()]
+        if not download and missing:
+            raise DataError(
+                f"{self.variant.value} folder {expected} has the wrong layout: {missing} missing (torchvision's "
+                f"python version holds {list(_FILES[self.variant])}). Fix: point dataset.root at the folder "
+                f"holding a complete {expected.name}/, or set dataset.download=true to fetch it again"
             )
 
     def prepare_data(self) -> None:

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from advpure.checkpoints import save_checkpoint, state_mismatch
 from advpure.diffusion.score_sde import (
@@ -42,6 +39,7 @@ from advpure.diffusion.score_sde import (
     net_kwargs_from_score_sde_config,
 )
 from advpure.errors import AdvpureError, CheckpointError, ConfigError
+from advpure.weights_files import read_weights_file
 
 DATAPARALLEL_PREFIX = "module."
 SCORE_SDE_EPSILON_TARGET = f"{ScoreSdeEpsilon.__module__}.{ScoreSdeEpsilon.__qualname__}"
@@ -49,34 +47,11 @@ SCORE_SDE_EPSILON_TARGET = f"{ScoreSdeEpsilon.__module__}.{ScoreSdeEpsilon.__qua
 
 def read_score_sde_file(path: str | Path) -> Any:
     """The file's content: a dict of tensors for safetensors, else what ``torch.load(weights_only=True)`` rebuilds."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"score_sde weights file not found: {path} (expected score_sde's checkpoint_8.pth, a state dict "
-            f"saved with torch.save, or a .safetensors state dict; fix diffusion.weights)"
-        )
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(
-                f"cannot read {path}: {error} (truncated or not a safetensors file; download it again)"
-            ) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
-            raise CheckpointError(
-                f"{path} was refused by torch.load(weights_only=True): it holds objects other than tensors and "
-                f"plain containers, and advpure never fully unpickles a file (that could run code). Fix: in a "
-                f"trusted environment, re-save only its tensors (torch.save of the state dict, or safetensors)"
-            ) from None
-        raise CheckpointError(f"cannot read {path}: {error} (not a torch.save file; download it again)") from None
-    except Exception as error:  # torch.load raises many types (RuntimeError, KeyError, EOFError) on damaged files
-        raise CheckpointError(
-            f"cannot read {path}: {type(error).__name__}: {error} (truncated or not a torch.save file; "
-            f"download it again)"
-        ) from None
+    return read_weights_file(
+        path,
+        key="diffusion.weights",
+        expected="score_sde's checkpoint_8.pth, a state dict saved with torch.save, or a .safetensors state dict",
+    )
 
 
 def score_sde_state_dict(content: Any, model: NCSNpp, path: str | Path) -> tuple[dict[str, torch.Tensor], str]:

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 from advpure.attacks.geometry import GEOMETRIES
 from advpure.config.enums import Norm
 from advpure.errors import AdvpureError
-from advpure.evaluation.batches import BatchPlan, PlannedBatches, seed_stream
+from advpure.evaluation.batches import STREAMS, BatchPlan, PlannedBatches, seed_stream, stream_seed
 from advpure.evaluation.defended import DefendedClassifier
+from advpure.evaluation.nonfinite import NonFiniteWatch
 from advpure.evaluation.store import BatchStore
 
 MODELS = ("undefended", "defended")
@@ -26,6 +27,7 @@ RECORD_COLUMNS = (
     "defended_adv_pred",
     "undefended_attack_succeeded",
     "defended_attack_succeeded",
+    "nonfinite",
 )
 NORM_COLUMNS = ("undefended_linf", "undefended_l2", "defended_linf", "defended_l2")
 DRAW_COLUMNS = ("defended_clean_draws", "defended_adv_draws")
@@ -54,6 +56,12 @@ class EvaluationModule(pl.LightningModule):
     purified-adversarial) images of batch 0; ``origins`` per batch, the ``origin`` (run folder)
     of the run that computed it (batch files are stamped with it). Every adversarial example must lie in the attack's
     eps-ball and in [0, 1], else :class:`AttackBudgetError`.
+
+    Non-finite numbers (NaN, Inf) in the purifier's output, the classifier's logits, the gradient
+    the attack receives or the attack's output are found per example (:mod:`advpure.evaluation.nonfinite`).
+    ``on_nonfinite="stop"`` raises :class:`NonFiniteError` naming the batch, the dataset indices and
+    where; ``"skip"`` records them (the ``nonfinite`` column, ``attack_checks[...]["nonfinite"]``)
+    and sets the affected predictions to -1, so such an example never counts as correct or robust.
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class EvaluationModule(pl.LightningModule):
         n_draws: int = 1,
         resume: bool = True,
         origin: str = "",
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
         self.classifier = classifier
@@ -83,6 +92,9 @@ class EvaluationModule(pl.LightningModule):
         self.n_draws = n_draws
         self.resume = resume
         self.origin = origin
+        self.on_nonfinite = str(getattr(on_nonfinite, "value", on_nonfinite))
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise AdvpureError(f"on_nonfinite must be 'stop' or 'skip', not {on_nonfinite!r}")
         self.records: list[dict[str, Any]] = []
         self.attack_checks: list[dict[str, Any]] = []
         self.panel: dict[str, torch.Tensor] | None = None
@@ -110,22 +122,36 @@ class EvaluationModule(pl.LightningModule):
         """Attack and score one batch: ``{"records": [...], "attack_checks": {...}}``."""
         self.classifier.eval()
         self.purifier.eval()
+        watch = NonFiniteWatch(x, index, batch_id)
         seed_stream(self.seed, batch_id, "attack")
         x_adv: dict[str, torch.Tensor] = {}
         verdicts: dict[str, torch.Tensor | None] = {}
         checks: dict[str, Any] = {}
         for name, target in zip(MODELS, (self.classifier, self.defended.attack_target()), strict=True):
-            with torch.enable_grad():
+            with torch.enable_grad(), watch.attack(name, self.purifier, self.classifier):
                 x_adv[name] = self.attack(target, x, y)
-            check_budget(self.attack, x, x_adv[name], name)
+            bad = watch.rows(f"{name} attack output", x_adv[name], f"{name}_adv")
+            x_adv[name] = torch.where(bad.view(-1, *[1] * (x.ndim - 1)), x, x_adv[name])  # scored as not robust
+            check_budget(self.attack, x, x_adv[name], name, index=index)
             verdicts[name] = getattr(self.attack, "last_verdict", None)
             checks[name] = getattr(self.attack, "last_checks", None)
+        self._stop_if_nonfinite(watch)
         seed_stream(self.seed, batch_id, "scoring")
         with torch.no_grad():
-            clean_draws, _ = self._draws(x)
-            adv_draws, purified_adv = self._draws(x_adv["defended"])
-            undefended_clean = self.classifier(x).argmax(1)
-            undefended_adv = self.classifier(x_adv["undefended"]).argmax(1)
+            clean_draws, _ = self._draws(x, watch, "defended clean", "defended_clean")
+            adv_draws, purified_adv = self._draws(x_adv["defended"], watch, "defended adversarial", "defended_adv")
+            undefended_clean = watch.predictions(
+                "undefended clean classifier logits", self.classifier(x), "undefended_clean"
+            )
+            undefended_adv = watch.predictions(
+                "undefended adversarial classifier logits", self.classifier(x_adv["undefended"]), "undefended_adv"
+            )
+        self._stop_if_nonfinite(watch)
+        invalid = watch.invalid_examples()
+        undefended_clean[invalid["undefended_clean"]] = -1
+        undefended_adv[invalid["undefended_adv"]] = -1
+        clean_draws[:, invalid["defended_clean"]] = -1
+        adv_draws[:, invalid["defended_adv"]] = -1
         columns: dict[str, list[Any]] = {
             "index": index.tolist(),
             "label": y.tolist(),
@@ -135,13 +161,16 @@ class EvaluationModule(pl.LightningModule):
             "defended_adv_pred": adv_draws[0].tolist(),
             "undefended_attack_succeeded": _succeeded(undefended_clean, undefended_adv, y),
             "defended_attack_succeeded": _succeeded(clean_draws[0], adv_draws[0], y),
+            "nonfinite": watch.column(),
         }
         for name in MODELS:
             flat = (x_adv[name] - x).detach().flatten(1)
             columns[f"{name}_linf"] = flat.abs().amax(1).tolist()
             columns[f"{name}_l2"] = flat.norm(dim=1).tolist()
             if verdicts[name] is not None:
-                columns[f"{name}_protocol_robust"] = verdicts[name].int().tolist()
+                verdict = verdicts[name].clone().bool()
+                verdict[invalid[f"{name}_adv"]] = False
+                columns[f"{name}_protocol_robust"] = verdict.int().tolist()
         columns["defended_clean_draws"] = [" ".join(map(str, d)) for d in clean_draws.T.tolist()]
         columns["defended_adv_draws"] = [" ".join(map(str, d)) for d in adv_draws.T.tolist()]
         records = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -150,18 +179,29 @@ class EvaluationModule(pl.LightningModule):
             panel = {
                 "clean": x[:k],
                 "adversarial": x_adv["defended"][:k],
-                "purified": purified_adv[:k],
+                "purified": purified_adv[:k].nan_to_num(0.0),
                 "label": y[:k],
                 "prediction": adv_draws[0, :k],
             }
             self.store.save_panel(panel)
+        checks["nonfinite"] = watch.events
+        checks["stream_seeds"] = {stream: stream_seed(self.seed, batch_id, stream) for stream in STREAMS}
         return {"records": records, "attack_checks": checks}
 
-    def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions of ``n_draws`` purifications of x: (D, B) ints, and draw 0's images."""
+    def _draws(
+        self, x: torch.Tensor, watch: NonFiniteWatch, what: str, category: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions of ``n_draws`` purifications of x: (D, B) ints, and draw 0's images; any
+        non-finite purified image or logit is recorded in ``watch`` under ``what``."""
         copies = self.purifier.purify_copies(x, self.n_draws)
-        logits = self.classifier(copies.flatten(0, 1))
-        return logits.argmax(1).view(self.n_draws, x.shape[0]), copies[0]
+        watch.rows(f"{what} purifier output", copies.flatten(0, 1), category)
+        logits = self.classifier(copies.flatten(0, 1).nan_to_num(0.0))
+        predictions = watch.predictions(f"{what} classifier logits", logits, category)
+        return predictions.view(self.n_draws, x.shape[0]), copies[0]
+
+    def _stop_if_nonfinite(self, watch: NonFiniteWatch) -> None:
+        if watch.events and self.on_nonfinite == "stop":
+            raise NonFiniteError(watch.describe())
 
     def _log_running(self, records: list[dict[str, Any]]) -> None:
         """Running clean and robust accuracy (single draw) on the progress bar."""
@@ -202,19 +242,43 @@ def _succeeded(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor
     return ((clean_pred == y) & (adv_pred != y)).int().tolist()
 
 
+class NonFiniteError(AdvpureError, FloatingPointError):
+    """NaN or Inf in a purifier's output, a classifier's logits, an attack's gradient or output."""
+
+
 class AttackBudgetError(AdvpureError, RuntimeError):
     """An attack returned an example outside its eps-ball or outside [0, 1] (a bug, not a number)."""
 
 
-def check_budget(attack: Any, x: torch.Tensor, x_adv: torch.Tensor, which: str, tolerance: float = 1e-5) -> None:
-    """Raise :class:`AttackBudgetError` unless every x_adv is within the attack's ball and [0, 1]."""
+def check_budget(
+    attack: Any,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    which: str,
+    tolerance: float = 1e-5,
+    index: torch.Tensor | None = None,
+) -> None:
+    """Raise :class:`AttackBudgetError` unless every x_adv is finite, within the attack's ball and in
+    [0, 1]; the message names the offending examples (dataset ``index``, else positions)."""
     eps = float(getattr(attack, "eps", 0.0))
     norm = Norm(getattr(attack, "norm", Norm.Linf))
-    size = GEOMETRIES[norm].size((x_adv - x).detach()).max().item()
-    low, high = x_adv.min().item(), x_adv.max().item()
-    if size > eps + tolerance or low < -tolerance or high > 1 + tolerance:
+    delta = (x_adv - x).detach()
+    sizes = GEOMETRIES[norm].size(delta)
+    flat = x_adv.detach().flatten(1)
+    outside = (
+        ~torch.isfinite(flat).all(1)
+        | ~(sizes <= eps + tolerance)
+        | ~(flat.amin(1) >= -tolerance)
+        | ~(flat.amax(1) <= 1 + tolerance)
+    )
+    if bool(outside.any()):
+        where = outside.nonzero().flatten().tolist()
+        names = [int(index[i]) for i in where] if index is not None else where
+        size = sizes.nan_to_num(float("inf")).max().item()
+        low, high = flat.min().item(), flat.max().item()
         raise AttackBudgetError(
-            f"attack {type(attack).__name__} on the {which} model returned an example of {norm.value} size "
-            f"{size:.6g} (eps {eps:.6g}) with values in [{low:.4g}, {high:.4g}]; adversarial examples must lie "
-            "in the eps-ball and in [0, 1]. This is a bug in the attack or its settings: no result was written"
+            f"attack {type(attack).__name__} on the {which} model returned examples {names[:20]} outside the "
+            f"threat model (largest {norm.value} size {size:.6g}, eps {eps:.6g}; values in [{low:.4g}, {high:.4g}]); "
+            "adversarial examples must lie in the eps-ball and in [0, 1]. This is a bug in the attack or its "
+            "settings: no result was written"
         )

@@ -10,12 +10,18 @@ loses at most the batch in flight, and re-running the same command (or the same 
 more images, or on another number of DDP processes) reuses every finished batch. A batch file is
 reused only if its indices equal the planned batch's. DDP processes write their own batches and
 process 0 reads them all (the store must be on a filesystem every process sees).
+
+A finished evaluation also leaves its result files under ``finished/<result key>/`` (the result
+key adds the image count and panel size to the fingerprint): re-running a job whose results exist
+for the same resolved config (e.g. an interrupted sweep, re-run with the same command) copies them
+into the new run folder instead of starting any work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,8 @@ NUMBER_NEUTRAL_KEYS = (
     "task.resume",
 )
 PANEL_KEYS = ("clean", "adversarial", "purified", "label", "prediction")
+# The files of a finished evaluation kept for job-level reuse (results.json first: it marks completion).
+FINISHED_FILES = ("records.csv", "results.md", "panel.png", "results.json")
 
 
 def source_digest() -> str:
@@ -136,3 +144,30 @@ class BatchStore:
     def load_panel(self) -> dict[str, torch.Tensor] | None:
         path = self.folder / "panel.safetensors"
         return load_file(str(path)) if path.is_file() else None
+
+    def result_key(self, n_images: int, n_panel: int) -> str:
+        """The key of one job's result files: the store's fingerprint plus what it leaves out but a
+        results file depends on (the image count and the panel size)."""
+        return fingerprint({"evaluation": fingerprint(self.key), "n_images": n_images, "n_panel": n_panel})
+
+    def finished_folder(self, result_key: str) -> Path:
+        return self.folder / "finished" / result_key
+
+    def save_finished(self, result_key: str, run_dir: Path) -> Path:
+        """Copy a finished run's result files into ``finished/<result_key>/``, each atomically,
+        ``results.json`` last (its presence means the set is complete)."""
+        folder = self.finished_folder(result_key)
+        for name in FINISHED_FILES:
+            source = Path(run_dir) / name
+            if source.is_file():
+                write_atomic(folder / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
+        return folder
+
+    def load_finished(self, result_key: str) -> Path | None:
+        """The folder of a finished job with this key, or ``None`` (none, or an unreadable one)."""
+        folder = self.finished_folder(result_key)
+        try:
+            json.loads((folder / "results.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return folder

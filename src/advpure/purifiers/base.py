@@ -169,4 +169,6 @@ class ReversePurifier(nn.Module):
         }
         if self.grad_mode == GradMode.surrogate and self.surrogate is not None:
             settings["surrogate"] = self.surrogate.settings()
+        if callable(getattr(self.backbone, "settings", None)):  # e.g. a half-precision backbone's format
+            settings["backbone"] = self.backbone.settings()
         return settings

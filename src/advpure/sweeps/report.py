@@ -1,4 +1,8 @@
-"""Sweep report: one row per finished job of a multirun folder, as Markdown, CSV, JSON and a PNG chart.
+"""Sweep report: one row per finished job of a multirun folder, as Markdown, CSV, JSON and a PNG plot.
+
+The plot draws accuracy against the swept value when a swept key is numeric (t*, a guidance
+scale): one line per attack / grad mode / scoring with 95% interval bands; otherwise (e.g. a
+sweep over purifiers) a bar chart of robust accuracy per job.
 
 A job's row is labelled by the overrides that differ between jobs (e.g. ``purifier.grad_mode=bpda``).
 Jobs that have no ``results.json`` (failed or still running) are listed as missing, never dropped
@@ -23,11 +27,13 @@ from advpure.io import write_atomic, write_json_atomic, write_text_atomic
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One job: its folder, the overrides that label it, and its results (None if it has none)."""
+    """One job: its folder, the overrides that label it (``label``; ``swept``: key -> value), and
+    its results (None if it has none)."""
 
     job_dir: Path
     label: str
     results: dict[str, Any] | None
+    swept: dict[str, str]
 
 
 def _overrides(job_dir: Path) -> list[str]:
@@ -50,8 +56,30 @@ def collect(sweep_dir: Path) -> list[SweepRow]:
         results = json.loads(results_path.read_text()) if results_path.is_file() else None
         if results is not None:
             results.pop("records", None)
-        rows.append(SweepRow(job, ", ".join(varying) or job.name, results))
+        swept = dict(o.lstrip("+~").split("=", 1) for o in varying if "=" in o)
+        rows.append(SweepRow(job, ", ".join(varying) or job.name, results, swept))
     return rows
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def numeric_axis(rows: list[SweepRow]) -> str | None:
+    """The swept key to plot against: numeric in every finished job, with the most distinct values
+    (at least 2); ``None`` when no swept key is numeric (e.g. a sweep over purifiers)."""
+    done = [row for row in rows if row.results is not None]
+    keys = {key for row in done for key in row.swept}
+    numeric = {
+        key: {row.swept[key] for row in done if key in row.swept}
+        for key in keys
+        if all(key in row.swept and _number(row.swept[key]) is not None for row in done)
+    }
+    numeric = {key: values for key, values in numeric.items() if len(values) >= 2}
+    return max(sorted(numeric), key=lambda key: len(numeric[key])) if numeric else None
 
 
 def _pct(metric: dict[str, Any]) -> str:
@@ -90,6 +118,7 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
         flat.append(
             {
                 "job": row.label,
+                **row.swept,
                 "status": "done",
                 "purifier": r["purifier"]["name"],
                 "attack": attack_text(r["attack"]),
@@ -97,11 +126,16 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
                 "gradient_is_approximation": r.get("gradient_is_approximation", False),
                 "n_images": m["defended_clean"]["n"],
                 "defended_clean": m["defended_clean"]["value"],
+                "defended_clean_ci_low": m["defended_clean"]["ci_low"],
+                "defended_clean_ci_high": m["defended_clean"]["ci_high"],
                 "defended_robust": m["defended_robust"]["value"],
                 "defended_robust_ci_low": m["defended_robust"]["ci_low"],
                 "defended_robust_ci_high": m["defended_robust"]["ci_high"],
-                "defended_robust_majority": m.get("defended_robust_majority", {}).get("value"),
-                "defended_robust_worst": m.get("defended_robust_worst", {}).get("value"),
+                **{
+                    f"defended_robust_{rule}{suffix}": m.get(f"defended_robust_{rule}", {}).get(field)
+                    for rule in ("majority", "worst")
+                    for suffix, field in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))
+                },
                 "defended_robust_protocol": m.get("defended_robust_protocol", {}).get("value"),
                 "undefended_robust": m["undefended_robust"]["value"],
                 "reduced_budget": bool(r["attack"].get("reduced_budget")),
@@ -152,6 +186,9 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
         cells += [_pct(m["defended_clean"]), _pct(m["defended_robust"]), _scored(m, "majority")]
         cells += [_scored(m, "worst")] + ([_protocol(m)] if verdict_column else []) + [_pct(m["undefended_robust"])]
         lines.append("| " + " | ".join(cells) + " |")
+    axis = numeric_axis(rows)
+    plot = f"accuracy against {axis}, 95% interval bands" if axis else "robust accuracy per job"
+    lines += ["", f"![{plot}](sweep.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +226,67 @@ def write_chart(path: Path, rows: list[SweepRow]) -> None:
     plt.close(fig)
 
 
+# Each scoring's metric and how its line is drawn (clean accuracy is the single-draw prediction).
+SCORINGS = (
+    ("clean", "defended_clean", "#7f7f7f"),
+    ("robust, single draw", "defended_robust", "#2b6cb0"),
+    ("robust, majority vote", "defended_robust_majority", "#2f855a"),
+    ("robust, worst of N", "defended_robust_worst", "#c53030"),
+)
+GROUP_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def curve_groups(rows: list[SweepRow], axis: str) -> dict[str, list[SweepRow]]:
+    """Finished jobs grouped into curves: same attack, grad mode and other swept values; each
+    group's jobs sorted by the axis value. The group label says what its curves share."""
+    groups: dict[str, list[SweepRow]] = {}
+    for row in (r for r in rows if r.results is not None):
+        r = row.results
+        mode = r.get("grad_mode", "full")
+        kind = "approximation" if r.get("gradient_is_approximation") else "exact"
+        shown = {axis, "attack", "purifier.grad_mode"}  # the axis, and what the label already says
+        others = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in row.swept.items() if key not in shown]
+        label = ", ".join([attack_text(r["attack"]).split(" ", 1)[0], f"{mode} ({kind})", *others])
+        groups.setdefault(label, []).append(row)
+    for members in groups.values():
+        members.sort(key=lambda row: float(row.swept[axis]))
+    return groups
+
+
+def write_curves(path: Path, rows: list[SweepRow], axis: str) -> None:
+    """Accuracy against the swept value ``axis``: one line per attack / grad mode / scoring (and
+    other swept values), each with its 95% Wilson interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = curve_groups(rows, axis)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for g, (label, members) in enumerate(groups.items()):
+        linestyle, marker = GROUP_STYLES[g % len(GROUP_STYLES)]
+        x = [float(row.swept[axis]) for row in members]
+        for scoring, metric_name, color in SCORINGS:
+            metrics = [row.results["metrics"].get(metric_name) for row in members]
+            if any(m is None for m in metrics):
+                continue
+            y = [100 * m["value"] for m in metrics]
+            low, high = [100 * m["ci_low"] for m in metrics], [100 * m["ci_high"] for m in metrics]
+            text = f"{scoring}" if len(groups) == 1 else f"{scoring}: {label}"
+            ax.plot(x, y, linestyle=linestyle, marker=marker, color=color, label=text, markersize=4)
+            ax.fill_between(x, low, high, color=color, alpha=0.12, linewidth=0)
+    ax.set_xlabel(axis)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    title = next(iter(groups)) if len(groups) == 1 else "line style: attack / grad mode / other swept values"
+    ax.set_title(title + "; bands: 95% Wilson intervals", fontsize=8)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
 def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
     """Write sweep.md, sweep.csv, sweep.json and sweep.png into ``sweep_dir``; returns their paths."""
     rows = collect(sweep_dir)
@@ -202,7 +300,11 @@ def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
     writer.writerows(flat)
     write_text_atomic(paths["csv"], buffer.getvalue())
     write_json_atomic(paths["json"], {"sweep_dir": str(sweep_dir), "jobs": flat})
-    write_chart(paths["png"], rows)
+    axis = numeric_axis(rows)
+    if axis is None:
+        write_chart(paths["png"], rows)
+    else:
+        write_curves(paths["png"], rows, axis)
     return paths
 
 

@@ -14,9 +14,11 @@ from torch import nn
 
 from advpure.checkpoints import checkpoint_paths, load_weights
 from advpure.diffusion.backbone import UNetEpsilon
-from advpure.diffusion.score_sde_weights import load_score_sde_weights
+from advpure.diffusion.precision import with_precision
 from advpure.errors import ConfigError
 from advpure.instantiate import build
+from advpure.models.classifier_weights import load_classifier_weights
+from advpure.purifiers.resize import resized
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +31,49 @@ def net_config(node: DictConfig) -> dict[str, Any]:
 def build_classifier(
     cfg: DictConfig, *, require_weights: bool, key: str = "classifier", trained_by: str = "train_classifier"
 ) -> nn.Module:
-    """A classifier node's network (``net`` + ``checkpoint``: the ``classifier`` group, or AGDM's
-    ``purifier.auxiliary``), with its checkpoint loaded if one is set. ``key`` and ``trained_by``
-    name the node and the task that trains it in errors."""
+    """A classifier node's network (``net`` + ``checkpoint`` or ``weights``: the ``classifier`` group,
+    or AGDM's ``purifier.auxiliary``), with its advpure checkpoint or published weights file loaded
+    if one is set. ``key`` and ``trained_by`` name the node and the task that trains it in errors."""
     net = build(cfg.net, key=f"{key}.net")
     if cfg.checkpoint is not None:
         load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
+    elif cfg.get("weights") is not None:
+        load_classifier_weights(net, cfg.weights, key=f"{key}.weights")
     elif require_weights:
         raise ConfigError(
             f"{key}.checkpoint",
             "is null, but this task needs trained weights",
-            f"train some with task={trained_by}, then set {key}.checkpoint=<run folder>/{trained_by.split('_', 1)[1]}",
+            f"train some with task={trained_by}, then set {key}.checkpoint=<run folder>/{trained_by.split('_', 1)[1]}"
+            f" (or set {key}.weights=<published weights file>: RobustBench, torchvision, timm or your own state dict)",
         )
     return net
 
 
 def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
-    """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, published
-    score_sde weights (``weights``), or fresh."""
+    """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, a published
+    model's own file (``weights``, read by the network class's ``load_published_weights``), or fresh."""
     if cfg.pretrained is not None:
         return UNetEpsilon.from_pretrained(cfg.pretrained)
     net = build(cfg.net, key="diffusion.net")
     if cfg.checkpoint is not None:
         load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
     elif cfg.get("weights") is not None:
-        load_score_sde_weights(net, cfg.weights)
+        load_published = getattr(net, "load_published_weights", None)
+        if load_published is None:
+            raise ConfigError(
+                "diffusion.weights",
+                f"is set, but the network {type(net).__name__} reads no published weights file",
+                "use diffusion.checkpoint (advpure checkpoint) or diffusion.pretrained (diffusers folder); "
+                "diffusion.weights is for diffusion=score_sde_cifar10 and diffusion=guided_imagenet256",
+            )
+        load_published(cfg.weights)
     elif require_weights:
         raise ConfigError(
             "diffusion.checkpoint",
             "is null, but this task needs trained weights",
             "train some with task=train_diffusion, or set diffusion.pretrained=<diffusers folder>"
-            " (diffusion.weights=<checkpoint_8.pth> for diffusion=score_sde_cifar10)",
+            " (diffusion.weights=<checkpoint_8.pth> for diffusion=score_sde_cifar10,"
+            " diffusion.weights=<256x256_diffusion_uncond.pt> for diffusion=guided_imagenet256)",
         )
     return net
 
@@ -67,12 +81,15 @@ def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
 def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float | None = None) -> nn.Module:
     """The ``purifier`` group's purifier (and its ``surrogate``, if any, on the same backbone);
     the backbone is loaded only if the purifier uses one. ``threat_eps`` fills a null
-    ``guide_eps`` (GDMP's guidance scale is set from the perturbation budget)."""
+    ``guide_eps`` (GDMP's guidance scale is set from the perturbation budget). The backbone
+    computes in ``diffusion.precision``; with ``diffusion.image_size`` set, the purifier works at
+    that size and inputs of another size are resized to it and back (:mod:`advpure.purifiers.resize`)."""
     purifier_class = get_class(cfg._target_)
-    backbone = (
-        build_backbone(diffusion_cfg, require_weights=True) if getattr(purifier_class, "uses_backbone", True) else None
-    )
-    return purifier_on(cfg, backbone, threat_eps)
+    if not getattr(purifier_class, "uses_backbone", True):
+        return purifier_on(cfg, None, threat_eps)
+    backbone = build_backbone(diffusion_cfg, require_weights=True)
+    backbone = with_precision(backbone, diffusion_cfg.get("precision") or "fp32")
+    return resized(purifier_on(cfg, backbone, threat_eps), diffusion_cfg.get("image_size"))
 
 
 def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None) -> nn.Module:
@@ -126,6 +143,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, config: DictConfig | None = Non
 def build_trainer(hardware: DictConfig, logger: Any, run_dir: Path, **kwargs: Any) -> pl.Trainer:
     """A Trainer placed by the ``hardware`` group; ``kwargs`` are task-specific Trainer arguments."""
     placement = OmegaConf.to_container(hardware, resolve=True, enum_to_str=True)
+    placement.pop("slurm", None)  # type: ignore[union-attr]  # the launcher's business, not the Trainer's
     return pl.Trainer(
         **placement,  # type: ignore[arg-type]
         logger=logger,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,9 +15,11 @@ from advpure.errors import ConfigError
 from advpure.evaluation.batches import STREAMS, BatchPlan
 from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
-from advpure.evaluation.store import BatchStore, evaluation_key
+from advpure.evaluation.store import FINISHED_FILES, BatchStore, evaluation_key
 from advpure.evaluation.subsets import dataset_labels, select_subset
 from advpure.instantiate import build
+from advpure.io import write_atomic, write_json_atomic
+from advpure.sweeps.objective import objective_value
 from advpure.tasks.components import build_classifier, build_logger, build_purifier, build_trainer
 from advpure.tasks.context import RunContext, package_versions
 
@@ -22,8 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
-    """Build everything (so bad paths and weights fail first), then run the Lightning test loop."""
+    """Build everything (so bad paths and weights fail first), then run the Lightning test loop.
+
+    A job whose results already exist for the same resolved config (``task.resume``, the default)
+    is not run again: its result files are copied into this run's folder."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    store = BatchStore(cfg.paths.evaluations, evaluation_key(config))  # type: ignore[arg-type]
+    result_key = store.result_key(cfg.task.n_images, cfg.task.n_panel)
+    finished = store.load_finished(result_key) if cfg.task.resume else None
+    if finished is not None:
+        return reuse_finished(finished, context, result_key)
     datamodule = build(cfg.dataset, key="dataset")
     classifier = build_classifier(cfg.classifier, require_weights=True)
     norm = cfg.attack.norm
@@ -39,8 +53,6 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     labels = dataset_labels(datamodule.test_set) if cfg.task.class_balanced else [0] * len(datamodule.test_set)
     chosen = select_subset(labels, cfg.task.n_images, subset_seed, cfg.task.subset_index, cfg.task.class_balanced)
     plan = BatchPlan.cut(chosen, cfg.task.batch_size)
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    store = BatchStore(cfg.paths.evaluations, evaluation_key(config))  # type: ignore[arg-type]
 
     module = EvaluationModule(
         classifier,
@@ -112,21 +124,49 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
             "store": str(store.folder),
         },
         "budget": cfg.get("budget"),
+        "result_key": result_key,
         "metrics": summarize(module.records, cfg.task.n_vote, cfg.task.n_worst),
         "attack": {**attack.settings(), "grad_mode": purifier_settings["grad_mode"]},
         "purifier": purifier_settings,
         "grad_mode": purifier_settings["grad_mode"],
         "gradient_is_approximation": purifier_settings["gradient_is_approximation"],
         "command": context.command,
+        "run_dir": str(context.run_dir),
         "versions": package_versions(),
         "attack_checks": module.attack_checks,
         "config": config,
     }
+    if cfg.task.get("objective") is not None:
+        objective = cfg.task.objective
+        results["objective"] = objective_value(results["metrics"], str(objective.metric.value), objective.clean_floor)
     paths = write_results(context.run_dir, results, module.records, module.panel)
+    store.save_finished(result_key, context.run_dir)
     table = format_table(results)
     print("\n" + table, flush=True)
     print(f"results: {paths['results']}", flush=True)
     _log_results(trainer, results, module.records, paths.get("panel"))
+    return results
+
+
+def reuse_finished(folder: Path, context: RunContext, result_key: str) -> dict[str, Any]:
+    """Copy a finished job's result files into this run's folder instead of running it again;
+    ``results.json`` gains ``skipped`` (where the numbers come from)."""
+    results = json.loads((folder / "results.json").read_text())
+    results["skipped"] = {
+        "reason": "an identical job (same result_key) had finished; nothing was recomputed",
+        "results_from": results.get("run_dir"),
+        "first_run_command": results.get("command"),
+        "result_key": result_key,
+        "finished_folder": str(folder),
+    }
+    results["command"], results["run_dir"] = context.command, str(context.run_dir)
+    for name in FINISHED_FILES:
+        if name != "results.json" and (folder / name).is_file():
+            write_atomic(context.run_dir / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+    write_json_atomic(context.run_dir / "results.json", results)
+    print(f"\nskipped: an identical job finished before (results from {folder})", flush=True)
+    print("\n" + format_table(results), flush=True)
+    print(f"results: {context.run_dir / 'results.json'}", flush=True)
     return results
 
 

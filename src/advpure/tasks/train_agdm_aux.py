@@ -25,6 +25,7 @@ from advpure.tasks.components import build_classifier, build_logger, build_train
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.auxiliary import AuxiliaryModule, DiffusionLevels
 from advpure.training.pgd import pgd_attack
+from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     module = AuxiliaryModule(
         net, levels, task.trades.trades_lambda, adversary, task.eval_steps, lr=task.lr, weight_decay=task.weight_decay
     )
+    resume = prepare_resume(cfg)
     trainer = build_trainer(
         cfg.hardware,
         build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
@@ -99,8 +101,9 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         max_epochs=task.max_epochs,
         enable_checkpointing=False,
         inference_mode=False,  # the per-epoch robust accuracy runs PGD inside validation
+        callbacks=[resume.callback],
     )
-    trainer.fit(module, datamodule=datamodule)
+    fit(trainer, module, datamodule, resume.ckpt)
     if not trainer.is_global_zero:
         return {}
 
@@ -131,6 +134,8 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "trades": {"lambda": task.trades.trades_lambda, **report["attack"], "steps": adversary["steps"]},
         "noise_levels": {**OmegaConf.to_container(noise, resolve=True), "max_level": levels.max_level},
         "report": report,
+        "seed": cfg.seed,
+        "resume": resume.summary(),
         "dataset": context.choices.get("dataset"),
         "command": context.command,
         "versions": package_versions(),

@@ -14,12 +14,15 @@ from advpure.instantiate import build
 from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.classifier import ClassifierModule
+from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
 
 def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
-    """Fit ``classifier.net`` on ``dataset``; the checkpoint lands in the run folder (and ``task.export_to``)."""
+    """Fit ``classifier.net`` on ``dataset``; the checkpoint lands in the run folder (and ``task.export_to``).
+
+    An identical training interrupted earlier continues from its last finished epoch (``task.resume``)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, key="dataset")
     net = build_classifier(cfg.classifier, require_weights=False)
@@ -28,20 +31,24 @@ def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         adversarial = OmegaConf.to_container(cfg.task.adversarial, enum_to_str=True)
         adversarial.pop("enabled")
     module = ClassifierModule(net, lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, adversarial=adversarial)
+    resume = prepare_resume(cfg)
     trainer = build_trainer(
         cfg.hardware,
         build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
         context.run_dir,
         max_epochs=cfg.task.max_epochs,
         enable_checkpointing=False,
+        callbacks=[resume.callback],
     )
-    trainer.fit(module, datamodule=datamodule)
+    fit(trainer, module, datamodule, resume.ckpt)
     test_acc = float(trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"])
     summary = {
         "task": "train_classifier",
         "test_accuracy": test_acc,
         "epochs": cfg.task.max_epochs,
         "adversarial": adversarial,
+        "seed": cfg.seed,
+        "resume": resume.summary(),
         "dataset": context.choices.get("dataset"),
         "command": context.command,
         "versions": package_versions(),

@@ -26,6 +26,7 @@ from advpure.tasks.components import (
 )
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.diffusion import DiffusionModule
+from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     task = cfg.task
     schedule = DiscreteSchedule(task.beta_start, task.beta_end, task.num_train_timesteps)
     module = DiffusionModule(backbone, schedule, lr=task.lr, warmup_steps=task.warmup_steps, ema_decay=task.ema_decay)
+    resume = prepare_resume(cfg)
     trainer = build_trainer(
         cfg.hardware,
         build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
@@ -46,8 +48,9 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         gradient_clip_val=task.grad_clip,
         enable_checkpointing=False,
         check_val_every_n_epoch=25,
+        callbacks=[resume.callback],
     )
-    trainer.fit(module, datamodule=datamodule)
+    fit(trainer, module, datamodule, resume.ckpt)
     if not trainer.is_global_zero:
         return {}
 
@@ -61,6 +64,8 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
             "T": task.num_train_timesteps,
         },
         "ema_decay": task.ema_decay,
+        "seed": cfg.seed,
+        "resume": resume.summary(),
         "dataset": context.choices.get("dataset"),
         "command": context.command,
         "versions": package_versions(),

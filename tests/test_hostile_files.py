@@ -1,0 +1,166 @@
+"""Loading weights never unpickles: a planted pickle whose unpickling would create a file is refused
+on every path that reads a file the user (or a previous run) points at, and the file never appears.
+
+``LOADERS`` lists every loading path; a new loader is one more entry (config overrides that point
+at the planted file, through what ``run.py`` does, or a direct call where building the network
+would take too long for a test).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from advpure.cli import run_task
+from advpure.errors import AdvpureError
+from advpure.tasks.context import RunContext
+from tests.conftest import ROOT
+
+NET = {"_target_": "advpure.models.digits_cnn.DigitsCNN", "in_channels": 1, "num_classes": 10, "width": 32}
+
+
+class Exploit:
+    """Unpickling this calls ``open(marker, "w")``: the file appears if anything unpickles it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def plant(folder: Path, marker: Path) -> dict[str, Path]:
+    """Hostile files in every format advpure reads, each unpickling ``Exploit(marker)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": {"weight": Exploit(marker)}}
+    files = {"pth": folder / "evil.pth", "pt": folder / "evil.pt", "raw": folder / "evil.pkl"}
+    torch.save(payload, files["pth"])  # a zip torch.save file, as published checkpoints are
+    torch.save(payload, files["pt"])
+    files["raw"].write_bytes(pickle.dumps(payload))
+    # an advpure checkpoint pair whose weights file is a pickle
+    (folder / "evil_ckpt.safetensors").write_bytes(pickle.dumps(payload))
+    (folder / "evil_ckpt.json").write_text(json.dumps({"format": "advpure-checkpoint-v1", "net": NET}))
+    files["advpure"] = folder / "evil_ckpt"
+    # a .safetensors name on a pickle (published-weights loaders pick the reader by suffix)
+    (folder / "evil_named.safetensors").write_bytes(pickle.dumps(payload))
+    files["named_safetensors"] = folder / "evil_named.safetensors"
+    # a diffusers folder with only pickled (.bin) weights
+    pretrained = folder / "diffusers"
+    pretrained.mkdir(exist_ok=True)
+    (pretrained / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "sample_size": 8}))
+    torch.save(payload, pretrained / "diffusion_pytorch_model.bin")
+    files["diffusers"] = pretrained
+    return files
+
+
+SMALL_SCORE_SDE = (
+    "diffusion=score_sde_cifar10",
+    "diffusion.net.num_channels=1",
+    "diffusion.net.image_size=8",
+    "diffusion.net.nf=16",
+    "diffusion.net.ch_mult=[1]",
+    "diffusion.net.num_res_blocks=1",
+    "diffusion.net.attn_resolutions=[]",
+)
+
+# (id, overrides pointing at a planted file ({name} fills in a path from plant()))
+CONFIG_LOADERS = [
+    ("classifier.checkpoint", ["classifier.checkpoint={advpure}"]),
+    ("diffusion.checkpoint", ["diffusion.checkpoint={advpure}"]),
+    ("purifier.auxiliary.checkpoint", ["purifier=agdm", "purifier.auxiliary.checkpoint={advpure}"]),
+    ("classifier.weights .pth", ["classifier.checkpoint=null", "classifier.weights={pth}"]),
+    ("classifier.weights raw pickle", ["classifier.checkpoint=null", "classifier.weights={raw}"]),
+    ("classifier.weights .safetensors", ["classifier.checkpoint=null", "classifier.weights={named_safetensors}"]),
+    ("diffusion.weights score_sde .pth", [*SMALL_SCORE_SDE, "diffusion.weights={pth}"]),
+    ("diffusion.weights score_sde .pt", [*SMALL_SCORE_SDE, "diffusion.weights={pt}"]),
+    ("diffusion.pretrained folder", ["diffusion.checkpoint=null", "diffusion.pretrained={diffusers}"]),
+]
+
+
+@pytest.fixture
+def hostile(tmp_path) -> tuple[dict[str, Path], Path]:
+    marker = tmp_path / "pwned"
+    return plant(tmp_path / "files", marker), marker
+
+
+@pytest.fixture
+def tripwire(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a hostile file was accepted: the task reached Trainer.test")
+
+    monkeypatch.setattr(pl.Trainer, "test", refuse)
+
+
+@pytest.mark.parametrize("overrides", [c[1] for c in CONFIG_LOADERS], ids=[c[0] for c in CONFIG_LOADERS])
+def test_config_loading_paths_refuse_pickles(compose_cfg, hostile, tripwire, tmp_path, overrides):
+    files, marker = hostile
+    cfg = compose_cfg(*(o.format(**files) for o in overrides), "logger=none", "attack=none")
+    with pytest.raises(AdvpureError) as error:
+        run_task(cfg, RunContext(tmp_path / "run"))
+    assert str(tmp_path / "files") in str(error.value), f"refused for another reason: {error.value}"
+    assert not marker.exists(), "the pickle was unpickled"
+
+
+def _guided(path: Path) -> None:
+    from advpure.diffusion.guided import GuidedEpsilon
+
+    GuidedEpsilon.load_published_weights(object.__new__(GuidedEpsilon), path)
+
+
+def _score_sde_conversion(path: Path) -> None:
+    from advpure.diffusion.score_sde_weights import read_score_sde_file
+
+    read_score_sde_file(path)
+
+
+def _advpure_reader(path: Path) -> None:
+    from advpure.checkpoints import read_checkpoint
+
+    read_checkpoint(path)
+
+
+# Loaders whose network is too large to build in a test: the reader they call, on the planted file.
+DIRECT_LOADERS: list[tuple[str, Callable[[Path], None], str]] = [
+    ("diffusion.weights guided_imagenet256", _guided, "pth"),
+    ("score_sde conversion command", _score_sde_conversion, "pth"),
+    ("advpure checkpoint reader, .pt path", _advpure_reader, "pt"),
+]
+
+
+@pytest.mark.parametrize(("load", "name"), [c[1:] for c in DIRECT_LOADERS], ids=[c[0] for c in DIRECT_LOADERS])
+def test_direct_loaders_refuse_pickles(hostile, load, name):
+    files, marker = hostile
+    with pytest.raises(AdvpureError, match=str(files[name])):
+        load(files[name])
+    assert not marker.exists()
+
+
+def test_training_resume_checkpoint_is_never_unpickled(compose_cfg, hostile, tmp_path, monkeypatch):
+    """A planted ``last.ckpt`` in the training state folder of the very config being run is refused."""
+    from advpure.training.resume import prepare_resume
+
+    files, marker = hostile
+    overrides = ("task=train_classifier", "task.max_epochs=1", "logger=none", f"paths.training={tmp_path / 'state'}")
+    cfg = compose_cfg(*overrides)
+    resume = prepare_resume(cfg)
+    (resume.folder / "last.ckpt").write_bytes(files["pth"].read_bytes())
+    (resume.folder / "last.json").write_text(json.dumps({"epoch": 1, "global_step": 12}))
+    with pytest.raises(AdvpureError, match="cannot resume from"):
+        run_task(cfg, RunContext(tmp_path / "run"))
+    assert not marker.exists()
+
+
+def test_every_loader_is_listed():
+    """Each config key that names a weights file has a hostile-file case."""
+    listed = " ".join(c[0] for c in CONFIG_LOADERS + [(d[0], None) for d in DIRECT_LOADERS])
+    for key in ("classifier.checkpoint", "classifier.weights", "diffusion.checkpoint", "diffusion.weights"):
+        assert key in listed
+    for key in ("diffusion.pretrained", "purifier.auxiliary.checkpoint", "guided_imagenet256"):
+        assert key in listed
+    assert (ROOT / "conf" / "diffusion" / "guided_imagenet256.yaml").is_file()
