@@ -43,6 +43,7 @@ CHOICES = {
     "gdmp_cifar10": ("cifar10", "wrn28_10", "ddpm_cifar10", "gdmp", "pgd_eot", "published"),
     "mimicdiffusion_cifar10": ("cifar10", "wrn28_10", "score_sde_cifar10", "mimicdiffusion", "pgd_eot", "published"),
     "agdm_cifar10": ("cifar10", "wrn28_10", "ddpm_cifar10", "agdm", "pgd_eot", "published"),
+    "diffpure_imagenet": ("imagenet", "resnet50", "guided_imagenet256", "diffpure", "autoattack", "published"),
     "digits_diffpure": ("digits", "digits_cnn", "digits_unet", "diffpure", "pgd_eot", "cpu_quick"),
     "digits_diffpure_ddpm": ("digits", "digits_cnn", "digits_unet", "diffpure_ddpm", "pgd_eot", "cpu_quick"),
     "digits_diffpure_ode": ("digits", "digits_cnn", "digits_unet", "diffpure_ode", "pgd_eot", "cpu_quick"),
@@ -128,6 +129,22 @@ PINNED: dict[str, dict[str, Any]] = {
         **CIFAR_PGD,
         **CIFAR_TASK,
     },
+    "diffpure_imagenet": {
+        "purifier.t_star": 0.15,
+        "purifier.dt": 1e-3,
+        "diffusion.image_size": 256,
+        "diffusion.precision": "fp16",
+        "dataset.resize": 256,
+        "dataset.crop": 224,
+        "attack.version": "rand",
+        "attack.norm": "Linf",
+        "attack.eps": 4 / 255,
+        "attack.n_iter": None,
+        "attack.n_eot": None,
+        "task.n_images": 512,
+        "task.batch_size": 16,
+        "purifier.grad_mode": "full",
+    },
     "digits_diffpure": {"purifier.t_star": 0.1, "purifier.dt": 0.01, **DIGITS},
     "digits_diffpure_ddpm": {"purifier.t_star": 0.1, "purifier.stride": 10, "purifier.variance": "posterior", **DIGITS},
     "digits_diffpure_ode": {"purifier.t_star": 0.1, "purifier.dt": 0.01, "purifier.method": "euler", **DIGITS},
@@ -196,14 +213,14 @@ def needed_keys(cfg: DictConfig) -> list[str]:
     """The keys a user must set before the preset can run: data folders and weights that the
     repository does not ship (null checkpoints, CIFAR's folder)."""
     keys = []
-    if cfg.dataset._target_.endswith("CifarDataModule"):
+    if not cfg.dataset._target_.endswith("DigitsDataModule"):
         keys.append("dataset.root")
-    if cfg.classifier.checkpoint is None:
-        keys.append("classifier.checkpoint")
+    if cfg.classifier.checkpoint is None and cfg.classifier.weights is None:
+        keys.append("classifier.weights")
     diffusion = cfg.diffusion
     if diffusion.checkpoint is None and diffusion.pretrained is None and diffusion.weights is None:
-        score_sde = diffusion.net._target_.endswith("ScoreSdeEpsilon")
-        keys.append("diffusion.weights" if score_sde else "diffusion.pretrained")
+        diffusers = diffusion.net._target_.endswith("UNetEpsilon")  # the others load a published file
+        keys.append("diffusion.pretrained" if diffusers else "diffusion.weights")
     if OmegaConf.select(cfg, "purifier.auxiliary") is not None and cfg.purifier.auxiliary.checkpoint is None:
         keys.append("purifier.auxiliary.checkpoint")
     return keys
@@ -222,7 +239,7 @@ def shipped_checkpoints(cfg: DictConfig) -> list[str]:
 
 def test_every_preset_is_listed_here():
     assert sorted(PINNED) == sorted(CHOICES) == EXPERIMENTS
-    assert sorted(SWEEP_PARAMS) == SWEEPS
+    assert sorted(SWEEP_PARAMS) == GRID_SWEEPS
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

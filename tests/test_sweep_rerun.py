@@ -86,3 +86,24 @@ def test_sigkilled_sweep_rerun_skips_finished_jobs_and_equals_an_uninterrupted_s
     assert {k: r["metrics"] for k, r in rerun.items()} == {k: r["metrics"] for k, r in clean.items()}
     assert {k: r["records"] for k, r in rerun.items()} == {k: r["records"] for k, r in clean.items()}
     assert "missing results.json" not in (rerun_dir / "sweep.md").read_text()
+
+
+@pytest.mark.parametrize("key", ["classifier.weights", "diffusion.weights", "purifier.auxiliary.checkpoint"])
+def test_rewriting_a_weights_file_the_config_names_starts_a_new_store(tmp_path, key):
+    """A re-run after replacing a published weights file never reuses results of the old file."""
+    import os
+
+    from advpure.evaluation.store import evaluation_key, fingerprint
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"first")
+    parent, leaf = key.rsplit(".", 1)
+    config: dict = {}
+    node = config
+    for part in parent.split("."):
+        node = node.setdefault(part, {})
+    node[leaf] = str(weights)
+    before = fingerprint(evaluation_key(config))
+    weights.write_bytes(b"second, longer")
+    os.utime(weights, ns=(1, 1))
+    assert fingerprint(evaluation_key(config)) != before

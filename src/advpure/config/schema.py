@@ -68,12 +68,14 @@ class DigitsSchema(DatasetSchema):
 
 @dataclass
 class CifarSchema(DatasetSchema):
-    """torchvision CIFAR-10/100 read from a local folder; downloads only if ``download: true``."""
+    """CIFAR-10/100 (torchvision's python version) read from a local folder without running code;
+    ``verify``: MD5 of every file against the official archive's; downloads only if ``download: true``."""
 
     _target_: str = "advpure.data.cifar.CifarDataModule"
     variant: CifarVariant = CifarVariant.cifar10
     root: str = MISSING
     download: bool = False
+    verify: bool = True
 
 
 @dataclass

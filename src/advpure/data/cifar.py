@@ -1,39 +1,116 @@
-"""CIFAR-10/100 from a local torchvision folder; downloading only when asked."""
+"""CIFAR-10/100 from a local folder in torchvision's layout (the "python version"); downloading only when asked.
+
+The python version stores each batch as a pickle. advpure never lets a data file run code: the
+batches are read with an unpickler that rebuilds only numpy arrays and plain containers (dicts,
+lists, strings, numbers) and refuses every other global, so a planted file fails with an error
+instead of executing. ``verify`` (default) also checks each file's MD5 against the official
+archive's (torchvision's list), catching truncated or foreign files before any work.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
+import torch
 import torchvision
-from torchvision.transforms import ToTensor
+from torch.utils.data import Dataset
 
 from advpure.config.enums import CifarVariant, Norm
 from advpure.data.base import ImageDataModule
 from advpure.errors import DataError
 
 _FOLDER = {CifarVariant.cifar10: "cifar-10-batches-py", CifarVariant.cifar100: "cifar-100-python"}
-_DATASET = {
+_TORCHVISION = {
     CifarVariant.cifar10: torchvision.datasets.CIFAR10,
     CifarVariant.cifar100: torchvision.datasets.CIFAR100,
 }
 _CLASSES = {CifarVariant.cifar10: 10, CifarVariant.cifar100: 100}
-_FILES = {
-    CifarVariant.cifar10: (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"),
-    CifarVariant.cifar100: ("train", "test", "meta"),
-}
+_LABEL_KEY = {CifarVariant.cifar10: "labels", CifarVariant.cifar100: "fine_labels"}
+
+
+def _split_files(variant: CifarVariant) -> dict[str, list[tuple[str, str]]]:
+    """``{"train": [(file, md5), ...], "test": [...]}`` of the official archive (torchvision's list)."""
+    dataset = _TORCHVISION[variant]
+    return {"train": [tuple(f) for f in dataset.train_list], "test": [tuple(f) for f in dataset.test_list]}
+
+
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and plain containers; any other global is refused (no code runs)."""
+
+    ALLOWED = frozenset(
+        (module, name)
+        for core in ("numpy.core", "numpy._core")
+        for module, name in (
+            (f"{core}.multiarray", "_reconstruct"),
+            (f"{core}.multiarray", "scalar"),
+            (f"{core}.numeric", "_frombuffer"),
+        )
+    ) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch file")
+
+
+def read_batch(path: Path, verify_md5: str | None = None) -> dict[str, Any]:
+    """One batch file's dict (``data``: (N, 3072) uint8; labels), read without running code.
+
+    Raises:
+        DataError: naming the file, if it is not the official file (MD5), not a CIFAR batch, or
+            holds anything but arrays and plain containers.
+    """
+    raw = path.read_bytes()
+    if verify_md5 is not None and hashlib.md5(raw).hexdigest() != verify_md5:
+        raise DataError(
+            f"{path} is not the official CIFAR file (MD5 mismatch: truncated, corrupted or another file). "
+            f"Fix: fetch the archive again (dataset.download=true on a machine with network), or set "
+            f"dataset.verify=false to read it anyway"
+        )
+    try:
+        import io
+
+        batch = ArraysOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as error:  # damaged or hostile files raise many types
+        raise DataError(
+            f"cannot read CIFAR batch {path}: {type(error).__name__}: {error}. advpure reads these pickles with "
+            f"an unpickler that only rebuilds arrays and plain containers. Fix: use the official archive"
+        ) from None
+    if not isinstance(batch, dict) or "data" not in batch:
+        raise DataError(f"{path} is not a CIFAR batch (expected a dict with 'data' and labels)")
+    return batch
+
+
+class ArrayImages(Dataset):
+    """Images kept as uint8 (N, C, H, W); items are ``(float image in [0, 1], label)``."""
+
+    def __init__(self, images: torch.Tensor, targets: list[int]) -> None:
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i].float() / 255.0, self.targets[i]
 
 
 class CifarDataModule(ImageDataModule):
-    """torchvision CIFAR at 32x32, images (B, 3, 32, 32) in [0, 1].
+    """CIFAR at 32x32, images (B, 3, 32, 32) in [0, 1], integer labels.
 
     Args:
         variant: ``cifar10`` or ``cifar100``.
         root: folder that holds ``cifar-10-batches-py/`` (or ``cifar-100-python/``).
-        download: fetch the archive into ``root`` if missing (needs network).
+        download: fetch the archive into ``root`` if missing (needs network; torchvision).
+        verify: check every file's MD5 against the official archive's.
 
     Raises:
-        DataError: at construction, if ``root`` lacks the dataset folder and ``download`` is false.
+        DataError: at construction, if ``root`` lacks the dataset folder or a batch file and
+            ``download`` is false.
     """
 
     image_shape = (3, 32, 32)
@@ -44,6 +121,7 @@ class CifarDataModule(ImageDataModule):
         root: str,
         variant: CifarVariant = CifarVariant.cifar10,
         download: bool = False,
+        verify: bool = True,
         batch_size: int = 128,
         num_workers: int = 0,
     ) -> None:
@@ -51,30 +129,40 @@ class CifarDataModule(ImageDataModule):
         self.variant = CifarVariant(variant)
         self.root = Path(root).expanduser()
         self.download = download
+        self.verify = verify
         self.num_classes = _CLASSES[self.variant]
-        expected = self.root / _FOLDER[self.variant]
-        if not download and not expected.is_dir():
+        self.folder = self.root / _FOLDER[self.variant]
+        files = [name for split in _split_files(self.variant).values() for name, _ in split]
+        if not download and not self.folder.is_dir():
             raise DataError(
-                f"{self.variant.value} not found: expected the torchvision folder {expected} "
-                f"(data_batch_1..5 and test_batch inside). Set dataset.root=/path/to/folder-holding-it, "
+                f"{self.variant.value} not found: expected the torchvision folder {self.folder} "
+                f"({', '.join(files)} inside). Set dataset.root=/path/to/folder-holding-it, "
                 f"or dataset.download=true on a machine with network access"
             )
-        missing = [name for name in _FILES[self.variant] if not (expected / name).is_file()]
+        missing = [name for name in files if not (self.folder / name).is_file()]
         if not download and missing:
             raise DataError(
-                f"{self.variant.value} folder {expected} has the wrong layout: {missing} missing (torchvision's "
-                f"python version holds {list(_FILES[self.variant])}). Fix: point dataset.root at the folder "
-                f"holding a complete {expected.name}/, or set dataset.download=true to fetch it again"
+                f"{self.variant.value} folder {self.folder} has the wrong layout: {missing} missing (torchvision's "
+                f"python version holds {files}). Fix: point dataset.root at the folder holding a complete "
+                f"{self.folder.name}/, or set dataset.download=true to fetch it again"
             )
 
     def prepare_data(self) -> None:
         if self.download:
             for train in (True, False):
-                _DATASET[self.variant](str(self.root), train=train, download=True)
+                _TORCHVISION[self.variant](str(self.root), train=train, download=True)
+
+    def _split(self, split: str) -> ArrayImages:
+        images, targets = [], []
+        for name, md5 in _split_files(self.variant)[split]:
+            batch = read_batch(self.folder / name, md5 if self.verify else None)
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            targets += [int(label) for label in batch[_LABEL_KEY[self.variant]]]
+        return ArrayImages(torch.from_numpy(np.concatenate(images)), targets)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        dataset = _DATASET[self.variant]
-        self.train_set = dataset(str(self.root), train=True, transform=ToTensor())
-        self.test_set = dataset(str(self.root), train=False, transform=ToTensor())
+        """The test split always; the training split (50,000 images) only for training stages."""
+        if self.test_set is None:
+            self.test_set = self._split("test")
+        if self.train_set is None and stage in (None, "fit", "validate"):
+            self.train_set = self._split("train")

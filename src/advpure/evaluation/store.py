@@ -60,11 +60,17 @@ def source_digest() -> str:
 
 
 def checkpoint_stats(config: dict[str, Any]) -> dict[str, list[int]]:
-    """``{file: [size, mtime_ns]}`` for every existing checkpoint file or folder the config names."""
+    """``{file: [size, mtime_ns]}`` for every existing checkpoint, weights file or diffusers folder
+    the config names (classifier, diffusion, AGDM's auxiliary network)."""
+    auxiliary = (config.get("purifier") or {}).get("auxiliary") or {}
     named = [
         config.get("classifier", {}).get("checkpoint"),
+        config.get("classifier", {}).get("weights"),
         config.get("diffusion", {}).get("checkpoint"),
         config.get("diffusion", {}).get("pretrained"),
+        config.get("diffusion", {}).get("weights"),
+        auxiliary.get("checkpoint"),
+        auxiliary.get("weights"),
     ]
     stats: dict[str, list[int]] = {}
     for name in filter(None, named):

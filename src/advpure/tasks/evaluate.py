@@ -66,6 +66,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         n_draws=max(cfg.task.n_vote, cfg.task.n_worst),
         resume=cfg.task.resume,
         origin=str(context.run_dir),
+        on_nonfinite=cfg.task.on_nonfinite,
     )
     trainer = build_trainer(
         cfg.hardware,
@@ -134,6 +135,10 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "run_dir": str(context.run_dir),
         "versions": package_versions(),
         "attack_checks": module.attack_checks,
+        "nonfinite": {
+            "policy": str(cfg.task.on_nonfinite.value),
+            "events": [event for checks in module.attack_checks for event in (checks or {}).get("nonfinite", [])],
+        },
         "config": config,
     }
     if cfg.task.get("objective") is not None:
