@@ -33,6 +33,17 @@ def _seed_and_threads() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a module of tiny kernels: they gain nothing from two, and on a busy
+    2-core machine OpenMP's waiting makes them many times slower. Restored after the module.
+    Use with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., DictConfig]:
     """``compose_cfg(*overrides)`` -> the composed root config, as run.py would see it."""

@@ -51,13 +51,7 @@ SHORT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny kernels gain nothing from threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

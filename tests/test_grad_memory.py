@@ -7,9 +7,12 @@ measurement sees activation memory when it is there.
 
 from __future__ import annotations
 
+import pytest
+
 from advpure.profiling.memory import GradMemoryCase, peak_memory_growth
 
 
+@pytest.mark.slow  # ~75 s on 2 CPU cores; make bench measures the same growth
 def test_full_gradient_memory_at_200_steps_is_within_1_5x_of_20_steps():
     checkpointed_20 = peak_memory_growth(GradMemoryCase(n_steps=20))
     checkpointed_200 = peak_memory_growth(GradMemoryCase(n_steps=200))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,18 +126,34 @@ def _advpure_reader(path: Path) -> None:
     read_checkpoint(path)
 
 
+def _cifar_batch(path: Path) -> None:
+    """A CIFAR-10 folder whose test batch is the planted pickle (``dataset.verify=false``: the MD5
+    check would refuse it first; the reader must refuse it on its own)."""
+    import shutil
+
+    from advpure.data.cifar import CifarDataModule
+
+    folder = path.parent / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        shutil.copyfile(path, folder / name)
+    data = CifarDataModule(root=str(folder.parent), verify=False)
+    data.setup("test")
+
+
 # Loaders whose network is too large to build in a test: the reader they call, on the planted file.
 DIRECT_LOADERS: list[tuple[str, Callable[[Path], None], str]] = [
     ("diffusion.weights guided_imagenet256", _guided, "pth"),
     ("score_sde conversion command", _score_sde_conversion, "pth"),
     ("advpure checkpoint reader, .pt path", _advpure_reader, "pt"),
+    ("dataset=cifar10 batch files (a pickle format; verify=false)", _cifar_batch, "raw"),
 ]
 
 
 @pytest.mark.parametrize(("load", "name"), [c[1:] for c in DIRECT_LOADERS], ids=[c[0] for c in DIRECT_LOADERS])
 def test_direct_loaders_refuse_pickles(hostile, load, name):
     files, marker = hostile
-    with pytest.raises(AdvpureError, match=str(files[name])):
+    with pytest.raises(AdvpureError, match=re.escape(str(files[name].parent))):  # names the file
         load(files[name])
     assert not marker.exists()
 

@@ -87,6 +87,7 @@ def test_more_processes_than_batches_is_refused_before_work(compose_cfg, tmp_pat
         run_task(cfg, RunContext(tmp_path))
 
 
+@pytest.mark.slow  # ~70 s; the fast suite kills an evaluation in process (tests/test_determinism.py)
 def test_sigkill_then_same_command_resumes_and_equals_an_uninterrupted_run(tmp_path):
     store, other_store = tmp_path / "store", tmp_path / "uninterrupted"
     common = ("task.n_images=12", "task.batch_size=3", f"paths.evaluations={store}")
@@ -117,6 +118,7 @@ def test_sigkill_then_same_command_resumes_and_equals_an_uninterrupted_run(tmp_p
     assert resumed["metrics"] == uninterrupted["metrics"]
 
 
+@pytest.mark.slow  # ~60 s; the fast suite runs 2 CPU processes through the CLI (tests/test_evaluate.py)
 def test_two_ddp_processes_give_the_records_of_one(tmp_path):
     common = ("task.n_images=10", "task.batch_size=2", "task.resume=false")  # 5 batches: 3 on rank 0, 2 on rank 1
     one = _run(*common, f"hydra.run.dir={tmp_path / 'one'}")

@@ -34,14 +34,7 @@ TINY_OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny network's kernels are too small to gain from threads; on a busy 2-core machine
-    OpenMP's waiting made them a hundred times slower. Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
