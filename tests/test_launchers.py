@@ -125,3 +125,10 @@ def test_optuna_study_persists_and_a_rerun_adds_trials(tmp_path):
         assert objective["value"] == objective_value(metrics, "defended_robust", 0.5)["value"]
         objectives.append(objective["value"])
     assert values == pytest.approx(objectives)  # what Optuna stored is what the jobs returned
+
+
+def test_a_launcher_selection_gets_no_misspelt_key_hint():
+    from advpure.cli import override_hints
+
+    assert override_hints(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hardware=slurm"]) == []
+    assert "did you mean purifier.t_star" in override_hints(["purifier.t_strar=0.1"])[0]

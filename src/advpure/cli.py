@@ -96,7 +96,7 @@ def override_hints(overrides: list[str]) -> list[str]:
     hints = []
     for override in overrides:
         key = override.split("=", 1)[0]
-        if "=" not in override or key.startswith(("+", "~", "hydra.", "-")):
+        if "=" not in override or "/" in key or key.startswith(("+", "~", "hydra", "-")):  # not a key: a group or flag
             continue
         *parents, leaf = key.split(".")
         if leaf in known:

@@ -141,16 +141,16 @@ def write_panel(path: Path, panel: dict[str, torch.Tensor], class_names: list[st
 
 
 def write_results(run_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], panel: Any) -> dict[str, Path]:
-    """Write every result file into ``run_dir``; returns their paths."""
+    """Write every result file into ``run_dir`` (``results.json`` last); returns their paths."""
     paths = {
         "results": run_dir / "results.json",
         "records": run_dir / "records.csv",
         "summary": run_dir / "results.md",
     }
-    write_json_atomic(paths["results"], {**results, "records": records})
     write_records_csv(paths["records"], records)
     write_text_atomic(paths["summary"], format_table(results))
     if panel is not None:
         paths["panel"] = run_dir / "panel.png"
         write_panel(paths["panel"], panel)
+    write_json_atomic(paths["results"], {**results, "records": records})  # last: it marks a finished run
     return paths

@@ -11,8 +11,9 @@ more images, or on another number of DDP processes) reuses every finished batch.
 reused only if its indices equal the planned batch's. DDP processes write their own batches and
 process 0 reads them all (the store must be on a filesystem every process sees).
 
-A finished evaluation also leaves its result files under ``finished/<result key>/`` (the result
-key adds the image count and panel size to the fingerprint): re-running a job whose results exist
+A finished evaluation writes its result files under ``finished/<result key>/`` before its run
+folder's (the result key adds the image count and panel size to the fingerprint); a
+``results.json`` there marks it complete. Re-running a job whose results exist
 for the same resolved config (e.g. an interrupted sweep, re-run with the same command) copies them
 into the new run folder instead of starting any work.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,6 @@ NUMBER_NEUTRAL_KEYS = (
     "task.resume",
 )
 PANEL_KEYS = ("clean", "adversarial", "purified", "label", "prediction")
-# The files of a finished evaluation kept for job-level reuse (results.json first: it marks completion).
-FINISHED_FILES = ("records.csv", "results.md", "panel.png", "results.json")
 
 
 def source_digest() -> str:
@@ -158,16 +156,6 @@ class BatchStore:
 
     def finished_folder(self, result_key: str) -> Path:
         return self.folder / "finished" / result_key
-
-    def save_finished(self, result_key: str, run_dir: Path) -> Path:
-        """Copy a finished run's result files into ``finished/<result_key>/``, each atomically,
-        ``results.json`` last (its presence means the set is complete)."""
-        folder = self.finished_folder(result_key)
-        for name in FINISHED_FILES:
-            source = Path(run_dir) / name
-            if source.is_file():
-                write_atomic(folder / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
-        return folder
 
     def load_finished(self, result_key: str) -> Path | None:
         """The folder of a finished job with this key, or ``None`` (none, or an unreadable one)."""

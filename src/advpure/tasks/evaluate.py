@@ -15,7 +15,7 @@ from advpure.errors import ConfigError
 from advpure.evaluation.batches import STREAMS, BatchPlan
 from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
-from advpure.evaluation.store import FINISHED_FILES, BatchStore, evaluation_key
+from advpure.evaluation.store import BatchStore, evaluation_key
 from advpure.evaluation.subsets import dataset_labels, select_subset
 from advpure.instantiate import build
 from advpure.io import write_atomic, write_json_atomic
@@ -144,8 +144,9 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     if cfg.task.get("objective") is not None:
         objective = cfg.task.objective
         results["objective"] = objective_value(results["metrics"], str(objective.metric.value), objective.clean_floor)
+    # The store's copy first: a job whose results.json exists is then always skipped on a re-run.
+    write_results(store.finished_folder(result_key), results, module.records, module.panel)
     paths = write_results(context.run_dir, results, module.records, module.panel)
-    store.save_finished(result_key, context.run_dir)
     table = format_table(results)
     print("\n" + table, flush=True)
     print(f"results: {paths['results']}", flush=True)
@@ -165,9 +166,9 @@ def reuse_finished(folder: Path, context: RunContext, result_key: str) -> dict[s
         "finished_folder": str(folder),
     }
     results["command"], results["run_dir"] = context.command, str(context.run_dir)
-    for name in FINISHED_FILES:
-        if name != "results.json" and (folder / name).is_file():
-            write_atomic(context.run_dir / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+    for source in sorted(folder.iterdir()):
+        if source.is_file() and source.name != "results.json" and not source.name.startswith("."):
+            write_atomic(context.run_dir / source.name, lambda tmp, source=source: shutil.copyfile(source, tmp))
     write_json_atomic(context.run_dir / "results.json", results)
     print(f"\nskipped: an identical job finished before (results from {folder})", flush=True)
     print("\n" + format_table(results), flush=True)
