@@ -132,3 +132,14 @@ def test_a_launcher_selection_gets_no_misspelt_key_hint():
 
     assert override_hints(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hardware=slurm"]) == []
     assert "did you mean purifier.t_star" in override_hints(["purifier.t_strar=0.1"])[0]
+
+
+def test_a_gpu_placement_without_cuda_is_refused_naming_the_key(monkeypatch):
+    import advpure.cli
+
+    monkeypatch.setattr(advpure.cli, "_cuda_available", lambda: False)
+    cfg = _compose_with_hydra("hardware=slurm")
+    with pytest.raises(ConfigError, match=r"hardware\.accelerator.*no CUDA device.*only under -m"):
+        check_placement(cfg, RunContext(ROOT, multirun=False))
+    monkeypatch.setattr(advpure.cli, "_cuda_available", lambda: True)
+    check_placement(cfg, RunContext(ROOT, multirun=True))  # one GPU per sweep job: accepted

@@ -62,8 +62,9 @@ def finish_wandb() -> None:
 
 
 def check_placement(cfg: DictConfig, context: RunContext) -> None:
-    """Refuse several processes inside a Hydra multirun: Lightning's DDP launcher re-runs the
-    command in every rank, and each rank would re-launch the whole sweep."""
+    """Refuse several processes inside a Hydra multirun (Lightning's DDP launcher re-runs the
+    command in every rank, and each rank would re-launch the whole sweep), and a GPU placement on
+    a machine without CUDA."""
     hardware = cfg.hardware
     devices = hardware.devices
     single_device = devices == 1 or devices == "1" or (OmegaConf.is_list(devices) and len(devices) == 1)
@@ -75,6 +76,21 @@ def check_placement(cfg: DictConfig, context: RunContext) -> None:
             "give each sweep job one device (hardware=gpu or hardware=cpu; a launcher such as submitit spreads "
             "jobs over devices), and use hardware=ddp for single runs",
         )
+    accelerator = str(getattr(hardware.accelerator, "value", hardware.accelerator))
+    if accelerator == "gpu" and not _cuda_available():
+        on_slurm = hardware.get("slurm") is not None and not context.multirun
+        raise ConfigError(
+            "hardware.accelerator",
+            "is gpu, but this machine has no CUDA device"
+            + (" (hardware=slurm submits jobs only under -m; without it the job runs here)" if on_slurm else ""),
+            "use hardware=cpu here, run on a GPU machine, or add -m to submit with hardware=slurm",
+        )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
