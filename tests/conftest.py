@@ -33,6 +33,17 @@ def _seed_and_threads() -> None:
     torch.manual_seed(0)
 
 
+class CreatesFileWhenUnpickled:
+    """A hostile payload: unpickling it creates ``marker`` (what a malicious checkpoint could do
+    instead). A loader that refuses pickles leaves ``marker`` absent."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """One intra-op thread for a module of tiny kernels: they gain nothing from two, and on a busy

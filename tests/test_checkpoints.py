@@ -11,6 +11,7 @@ import torch
 from advpure.checkpoints import checkpoint_paths, load_weights, read_checkpoint, save_checkpoint
 from advpure.errors import CheckpointError
 from advpure.models.digits_cnn import DigitsCNN
+from tests.conftest import CreatesFileWhenUnpickled
 
 NET = {"_target_": "advpure.models.digits_cnn.DigitsCNN", "width": 8}
 
@@ -59,15 +60,11 @@ def test_other_architecture_is_refused(tmp_path):
 def test_pickle_files_are_never_loaded(tmp_path):
     marker = tmp_path / "pwned"
 
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(Exploit()))
+    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(CreatesFileWhenUnpickled(marker)))
     (tmp_path / "evil.json").write_text(json.dumps({"format": "advpure-checkpoint-v1", "net": NET}))
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "evil")
-    (tmp_path / "model.pt").write_bytes(pickle.dumps(Exploit()))
+    (tmp_path / "model.pt").write_bytes(pickle.dumps(CreatesFileWhenUnpickled(marker)))
     with pytest.raises(CheckpointError):
         read_checkpoint(tmp_path / "model.pt")
     assert not marker.exists()

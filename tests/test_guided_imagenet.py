@@ -10,7 +10,6 @@ the package.
 
 from __future__ import annotations
 
-import pathlib
 import pickle
 import sys
 
@@ -24,6 +23,7 @@ from advpure.errors import CheckpointError, ConfigError
 from advpure.instantiate import build
 from advpure.purifiers.resize import ResizedPurifier
 from advpure.tasks.components import build_backbone, build_purifier
+from tests.conftest import CreatesFileWhenUnpickled
 
 script_util = pytest.importorskip("guided_diffusion.script_util")
 
@@ -171,22 +171,12 @@ def test_resized_diffpure_on_the_guided_backbone(compose_cfg, tiny_original):
     assert "backbone" not in settings  # fp32: the backbone itself
 
 
-class _TouchOnUnpickle:
-    """Unpickling this creates ``marker`` (what a malicious checkpoint could do instead)."""
-
-    def __init__(self, marker: pathlib.Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_a_pickle_that_runs_code_is_refused_without_running_it(compose_cfg, tmp_path, tiny_original, writer):
     original, _ = tiny_original
     marker = tmp_path / "created_by_unpickling"
     path = tmp_path / "256x256_diffusion_uncond.pt"
-    payload = {**original.state_dict(), "payload": _TouchOnUnpickle(marker)}
+    payload = {**original.state_dict(), "payload": CreatesFileWhenUnpickled(marker)}
     if writer == "torch.save":
         torch.save(payload, path)
     else:

@@ -21,25 +21,15 @@ import torch
 from advpure.cli import run_task
 from advpure.errors import AdvpureError
 from advpure.tasks.context import RunContext
-from tests.conftest import ROOT
+from tests.conftest import ROOT, CreatesFileWhenUnpickled
 
 NET = {"_target_": "advpure.models.digits_cnn.DigitsCNN", "in_channels": 1, "num_classes": 10, "width": 32}
 
 
-class Exploit:
-    """Unpickling this calls ``open(marker, "w")``: the file appears if anything unpickles it."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def plant(folder: Path, marker: Path) -> dict[str, Path]:
-    """Hostile files in every format advpure reads, each unpickling ``Exploit(marker)``."""
+    """Hostile files in every format advpure reads, each unpickling ``CreatesFileWhenUnpickled(marker)``."""
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"state_dict": {"weight": Exploit(marker)}}
+    payload = {"state_dict": {"weight": CreatesFileWhenUnpickled(marker)}}
     files = {"pth": folder / "evil.pth", "pt": folder / "evil.pt", "raw": folder / "evil.pkl"}
     torch.save(payload, files["pth"])  # a zip torch.save file, as published checkpoints are
     torch.save(payload, files["pt"])

@@ -8,7 +8,6 @@ weights path refuses a pickle that carries a payload, without running it.
 from __future__ import annotations
 
 import math
-import pathlib
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from advpure.models.published import IMAGENET_MEAN, IMAGENET_STD
 from advpure.tasks.components import build_classifier
 from advpure.weights_files import read_weights_file
 from tests.compose_cache import make_fast_compose
+from tests.conftest import CreatesFileWhenUnpickled
 
 fast_compose = pytest.fixture(scope="module")(make_fast_compose)
 
@@ -360,16 +360,6 @@ def test_torch_module_without_a_target_fails_at_validation(fast_compose):
 # ----------------------------------------------------------------------------------- refusals
 
 
-class _TouchOnUnpickle:
-    """Unpickling this creates ``marker`` (what a malicious weights file could do instead)."""
-
-    def __init__(self, marker: pathlib.Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 PAYLOAD_OPTIONS = {
     "wrn28_10": TINY_WRN,
     "wrn70_16": TINY_DM,
@@ -386,7 +376,7 @@ def test_a_pickle_with_a_payload_is_refused_by_every_weights_path(fast_compose, 
         pytest.importorskip("timm")
     marker = tmp_path / "created_by_unpickling"
     path = tmp_path / "weights.pth"
-    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "extra": _TouchOnUnpickle(marker)}, path)
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "extra": CreatesFileWhenUnpickled(marker)}, path)
     with pytest.raises(CheckpointError, match="weights_only") as error:
         build(fast_compose, *PAYLOAD_OPTIONS[option], f"classifier.weights={path}")
     assert str(path) in str(error.value) and "classifier.weights" in str(error.value)

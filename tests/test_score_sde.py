@@ -20,7 +20,7 @@ from advpure.diffusion.score_sde import PUBLISHED_CIFAR10_NET, NCSNpp, ScoreSdeE
 from advpure.diffusion.score_sde_weights import SCORE_SDE_EPSILON_TARGET, load_score_sde_weights
 from advpure.errors import CheckpointError, ConfigError
 from advpure.tasks.components import build_backbone, net_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, CreatesFileWhenUnpickled
 
 # Reference data from the original code (see its README.md); outside the repository, beside it.
 # A copy of shared/golden (its README says where each file comes from), shipped so CI runs these tests.
@@ -200,21 +200,11 @@ def test_conversion_command_writes_an_advpure_checkpoint(compose_cfg, tmp_path, 
 # ---------------------------------------------------------------------------- refusals
 
 
-class _TouchOnUnpickle:
-    """Unpickling this creates ``marker`` (what a malicious checkpoint could do instead)."""
-
-    def __init__(self, marker: pathlib.Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path, tiny_weights, writer):
     marker = tmp_path / "created_by_unpickling"
     path = tmp_path / "checkpoint_8.pth"
-    payload = {"model": {"module.sigmas": tiny_weights["sigmas"]}, "ema": _TouchOnUnpickle(marker), "step": 1}
+    payload = {"model": {"module.sigmas": tiny_weights["sigmas"]}, "ema": CreatesFileWhenUnpickled(marker), "step": 1}
     if writer == "torch.save":
         torch.save(payload, path)
     else:

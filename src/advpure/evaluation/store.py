@@ -20,7 +20,6 @@ into the new run folder instead of starting any work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from advpure.fingerprints import fingerprint, work_key
 from advpure.io import write_atomic, write_json_atomic
-from advpure.tasks.context import package_versions
 
 # Config keys that cannot change an evaluation's numbers (dotted; a group name drops the group).
 NUMBER_NEUTRAL_KEYS = (
@@ -47,63 +46,9 @@ NUMBER_NEUTRAL_KEYS = (
 PANEL_KEYS = ("clean", "adversarial", "purified", "label", "prediction")
 
 
-def source_digest() -> str:
-    """SHA-256 of advpure's own source files (any code change starts a new store)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def checkpoint_stats(config: dict[str, Any]) -> dict[str, list[int]]:
-    """``{file: [size, mtime_ns]}`` for every existing checkpoint, weights file or diffusers folder
-    the config names (classifier, diffusion, AGDM's auxiliary network)."""
-    auxiliary = (config.get("purifier") or {}).get("auxiliary") or {}
-    named = [
-        config.get("classifier", {}).get("checkpoint"),
-        config.get("classifier", {}).get("weights"),
-        config.get("diffusion", {}).get("checkpoint"),
-        config.get("diffusion", {}).get("pretrained"),
-        config.get("diffusion", {}).get("weights"),
-        auxiliary.get("checkpoint"),
-        auxiliary.get("weights"),
-    ]
-    stats: dict[str, list[int]] = {}
-    for name in filter(None, named):
-        base = Path(name)
-        candidates = [base, *base.parent.glob(base.name + ".*")] if base.parent.is_dir() else [base]
-        for path in candidates:
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            for file in files:
-                if file.is_file():
-                    stat = file.stat()
-                    stats[str(file)] = [stat.st_size, stat.st_mtime_ns]
-    return stats
-
-
 def evaluation_key(config: dict[str, Any]) -> dict[str, Any]:
-    """What the fingerprint hashes: the config without number-neutral keys, code and versions."""
-    kept = json.loads(json.dumps(config, default=str))
-    for dotted in NUMBER_NEUTRAL_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = kept
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return {
-        "config": kept,
-        "source": source_digest(),
-        "versions": package_versions(),
-        "checkpoints": checkpoint_stats(config),
-    }
-
-
-def fingerprint(key: dict[str, Any]) -> str:
-    """A short hex digest of an :func:`evaluation_key`."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """What an evaluation store's fingerprint hashes (:func:`advpure.fingerprints.work_key`)."""
+    return work_key(config, NUMBER_NEUTRAL_KEYS)
 
 
 class BatchStore:

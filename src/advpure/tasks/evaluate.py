@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     """Build everything (so bad paths and weights fail first), then run the Lightning test loop.
+    The result files are written into the batch store (``finished/<result_key>/``), then copied
+    into the run folder.
 
     A job whose results already exist for the same resolved config (``task.resume``, the default)
     is not run again: its result files are copied into this run's folder."""
@@ -145,13 +147,30 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         objective = cfg.task.objective
         results["objective"] = objective_value(results["metrics"], str(objective.metric.value), objective.clean_floor)
     # The store's copy first: a job whose results.json exists is then always skipped on a re-run.
-    write_results(store.finished_folder(result_key), results, module.records, module.panel)
-    paths = write_results(context.run_dir, results, module.records, module.panel)
+    finished = store.finished_folder(result_key)
+    write_results(finished, results, module.records, module.panel)
+    paths = copy_result_files(finished, context.run_dir)
     table = format_table(results)
     print("\n" + table, flush=True)
-    print(f"results: {paths['results']}", flush=True)
-    _log_results(trainer, results, module.records, paths.get("panel"))
+    print(f"results: {paths['results.json']}", flush=True)
+    _log_results(trainer, results, module.records, paths.get("panel.png"))
     return results
+
+
+def copy_result_files(folder: Path, run_dir: Path, results: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Copy an evaluation's result files from the store's ``folder`` into ``run_dir``, each
+    atomically and ``results.json`` last (written from ``results`` when given); ``{name: path}``."""
+    paths = {}
+    for source in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if source.name != "results.json":
+            paths[source.name] = write_atomic(run_dir / source.name, lambda tmp, s=source: shutil.copyfile(s, tmp))
+    if results is None:
+        paths["results.json"] = write_atomic(
+            run_dir / "results.json", lambda tmp: shutil.copyfile(folder / "results.json", tmp)
+        )
+    else:
+        paths["results.json"] = write_json_atomic(run_dir / "results.json", results)
+    return paths
 
 
 def reuse_finished(folder: Path, context: RunContext, result_key: str) -> dict[str, Any]:
@@ -166,10 +185,7 @@ def reuse_finished(folder: Path, context: RunContext, result_key: str) -> dict[s
         "finished_folder": str(folder),
     }
     results["command"], results["run_dir"] = context.command, str(context.run_dir)
-    for source in sorted(folder.iterdir()):
-        if source.is_file() and source.name != "results.json" and not source.name.startswith("."):
-            write_atomic(context.run_dir / source.name, lambda tmp, source=source: shutil.copyfile(source, tmp))
-    write_json_atomic(context.run_dir / "results.json", results)
+    copy_result_files(folder, context.run_dir, results)
     print(f"\nskipped: an identical job finished before (results from {folder})", flush=True)
     print("\n" + format_table(results), flush=True)
     print(f"results: {context.run_dir / 'results.json'}", flush=True)

@@ -1,8 +1,9 @@
 """Epoch-level resume of a training task: a killed run loses at most the epoch in flight.
 
 A training run's state lives in ``<paths.training>/<fingerprint>/``, the fingerprint hashing
-everything that changes the trained weights (the resolved config minus logger, paths and export
-target, advpure's source and the package versions), so re-running the same command finds it
+everything that changes the trained weights (:func:`advpure.fingerprints.work_key`: the resolved
+config minus logger, paths and export target, advpure's source, the package versions and the
+weights files the config names), so re-running the same command finds it
 whatever run folder Hydra picks. After every training epoch :class:`EpochCheckpoint` writes
 ``last.ckpt`` (Lightning's full training state: weights, optimizer and scheduler, loop counters,
 and the random generators' states, so the resumed epochs draw what the uninterrupted run would
@@ -17,7 +18,6 @@ that does not load is reported with its path and the fix (delete the folder, or 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -32,8 +32,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from advpure.errors import CheckpointError
+from advpure.fingerprints import fingerprint, work_key
 from advpure.io import write_json_atomic
-from advpure.tasks.context import package_versions
 
 # Config keys that cannot change the trained weights (dotted; a group name drops the group).
 WEIGHT_NEUTRAL_KEYS = ("logger", "paths", "hydra", "budget", "task.export_to", "task.resume")
@@ -41,35 +41,11 @@ LAST = "last.ckpt"
 LAST_INFO = "last.json"
 
 
-def _source_digest() -> str:
-    """SHA-256 of advpure's own source files (a code change starts a fresh training)."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def training_key(config: dict[str, Any]) -> dict[str, Any]:
-    """What a training store's fingerprint hashes: the config less weight-neutral keys, code, versions."""
-    kept = json.loads(json.dumps(config, default=str))
-    for dotted in WEIGHT_NEUTRAL_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = kept
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return {"config": kept, "source": _source_digest(), "versions": package_versions()}
-
-
 def training_folder(root: str | Path, config: dict[str, Any]) -> Path:
     """``<root>/<task name>-<16 hex digits>``: where this training's resume state lives."""
-    key = training_key(config)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    key = work_key(config, WEIGHT_NEUTRAL_KEYS)
     task = str(config.get("task", {}).get("name", "train"))
-    folder = Path(root) / f"{task}-{digest}"
+    folder = Path(root) / f"{task}-{fingerprint(key)}"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "key.json").exists():
         write_json_atomic(folder / "key.json", key)
