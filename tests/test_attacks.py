@@ -8,6 +8,7 @@ import torch
 
 from advpure.attacks.apgd_eot import APGDEOT
 from advpure.attacks.autoattack import CHECKS, AutoAttackRunner
+from advpure.attacks.batched_eot import eot_samples
 from advpure.attacks.bpda_eot import BPDAEOT
 from advpure.attacks.geometry import GEOMETRIES, project
 from advpure.attacks.losses import LOSSES
@@ -30,11 +31,9 @@ def test_budget_overrides_reach_autoattack():
     runner = AutoAttackRunner(eps=0.1, version="rand", n_iter=10, n_eot=3)
     adversary = runner.build(torch.nn.Identity(), torch.device("cpu"))
     assert adversary.attacks_to_run == ["apgd-ce", "apgd-dlr"]
-    assert (adversary.apgd.n_iter, adversary.apgd.n_iter_orig, adversary.apgd.eot_iter) == (
-        10,
-        10,
-        3,
-    )
+    # 3 EOT samples per gradient, drawn in one batched call (APGD's own loop count is then 1)
+    assert (adversary.apgd.n_iter, adversary.apgd.n_iter_orig, eot_samples(adversary.apgd)) == (10, 10, 3)
+    assert adversary.apgd.eot_iter == 1 and adversary.apgd.model.n_eot == 3
     assert adversary.apgd.n_iter_2 == max(int(0.22 * 10), 1)
     assert runner.settings()["reduced_budget"] is True
     published = AutoAttackRunner(eps=0.1, version="rand").settings()
@@ -186,12 +185,17 @@ def test_apgd_eot_stays_in_the_ball_and_breaks_a_linear_model(norm, eps):
 def test_apgd_eot_count_reaches_apgd_and_unbroken_points_keep_their_best_iterate():
     attack = APGDEOT(eps=1e-4, n_iter=4, n_eot=3, n_restarts=2, loss="dlr")
     apgd = attack.build(torch.nn.Identity(), torch.device("cpu"))
-    assert (apgd.eot_iter, apgd.n_iter, apgd.n_restarts, apgd.loss) == (3, 4, 2, "dlr")
+    assert (eot_samples(apgd), apgd.n_iter, apgd.n_restarts, apgd.loss) == (3, 4, 2, "dlr")
     model = NoisyLinear(sigma=0.0)
     x = torch.rand(6, 1, 8, 8)
     y = model.linear(x).argmax(1)
     x_adv = attack(model, x, y)  # a budget too small to fool anything: every restart runs on all
-    assert model.calls == 2 * (4 + 1) * 3  # per restart: n_eot passes at the start and per iteration
+    # per restart: one batched call of n_eot copies at the start and per iteration
+    assert model.calls == 2 * (4 + 1)
+    looped = APGDEOT(eps=1e-4, n_iter=4, n_eot=3, n_restarts=2, loss="dlr", eot_chunk=1)
+    model.calls = 0
+    assert torch.equal(looped(model, x, y), x_adv)  # deterministic model: the loop gives the same iterates
+    assert model.calls == 2 * (4 + 1) * 3  # the loop: n_eot single passes each time
     assert (x_adv != x).flatten(1).any(1).all()  # the highest-loss iterate, not the clean image
     assert attack.settings()["reduced_budget"] is True
     assert APGDEOT(eps=0.1).settings()["reduced_budget"] is False

@@ -1,8 +1,9 @@
 """APGD (Croce & Hein, 2020) with EOT, run through pyautoattack's ``APGDAttack``.
 
 APGD's own step-size schedule, momentum and checkpoints; each iteration averages the gradient
-over ``n_eot`` forward passes of the (random) model (APGD's ``eot_iter``: ``n_eot`` sequential
-calls on B images). Restarts attack only the images no earlier restart fooled. An image APGD
+over ``n_eot`` forward passes of the (random) model, batched into calls of ``eot_chunk`` copies
+(:mod:`advpure.attacks.batched_eot`; ``eot_chunk=1`` is APGD's loop of single calls).
+Restarts attack only the images no earlier restart fooled. An image APGD
 fooled (one draw misclassified it at some iterate) returns that iterate, as APGD's ``perturb``
 does; an image it did not fool returns its highest-loss iterate (``perturb`` would return the
 clean image, which wastes the attack on a randomized defense that is scored again afterwards).
@@ -18,6 +19,7 @@ from pyautoattack.autopgd_base import APGDAttack
 from torch import nn
 
 from advpure.attacks.autoattack import set_apgd_iterations
+from advpure.attacks.batched_eot import batch_eot, eot_description
 from advpure.config.enums import AttackLoss, Norm
 from advpure.errors import ConfigError
 
@@ -37,6 +39,7 @@ class APGDEOT:
         n_restarts: APGD runs from random starts; later ones attack only unfooled images.
         loss: ``ce`` or ``dlr`` (APGD has no margin loss).
         rho: APGD's step-size decrease threshold (0.75 in AutoAttack).
+        eot_chunk: EOT copies per model call (``None``: all ``n_eot``; 1: APGD's loop).
         seed: APGD's seed; like ``APGDAttack.perturb`` it seeds torch's global generator
             at the start of every call (random starts; the model's draws follow from it).
     """
@@ -53,6 +56,7 @@ class APGDEOT:
         loss: AttackLoss = AttackLoss.ce,
         rho: float = 0.75,
         seed: int = 0,
+        eot_chunk: int | None = None,
     ) -> None:
         self.eps = float(eps)
         self.norm = Norm(norm)
@@ -68,6 +72,7 @@ class APGDEOT:
             )
         self.rho = float(rho)
         self.seed = int(seed)
+        self.eot_chunk = eot_chunk
 
     def build(self, model: nn.Module, device: torch.device) -> APGDAttack:
         """A pyautoattack ``APGDAttack`` on ``model`` with this attack's budget."""
@@ -79,12 +84,12 @@ class APGDEOT:
             eps=self.eps,
             seed=self.seed,
             loss=self.loss.value,
-            eot_iter=self.n_eot,
             rho=self.rho,
             device=device,
             logger=logging.getLogger("auto-attack"),
         )
         set_apgd_iterations(apgd, self.n_iter)
+        batch_eot(apgd, model, self.n_eot, self.eot_chunk)
         return apgd
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -116,6 +121,7 @@ class APGDEOT:
             "eps": self.eps,
             "n_iter": self.n_iter,
             "n_eot": self.n_eot,
+            "eot": eot_description(self.eot_chunk, self.n_eot),
             "n_restarts": self.n_restarts,
             "loss": self.loss.value,
             "rho": self.rho,

@@ -14,6 +14,7 @@ from pyautoattack import AutoAttack, checks
 from pyautoattack.autopgd_base import APGDAttack
 from torch import nn
 
+from advpure.attacks.batched_eot import batch_eot, eot_description, eot_samples
 from advpure.config.enums import AutoAttackVersion, Norm
 from advpure.errors import ConfigError
 
@@ -68,6 +69,9 @@ class AutoAttackRunner:
         n_eot: EOT gradient samples per APGD iteration (``None``: 20 for ``rand``, else 1).
         n_restarts: APGD restarts (``None``: the version's own).
         seed: AutoAttack's seed.
+        eot_chunk: EOT copies per model call (:mod:`advpure.attacks.batched_eot`): ``None`` draws
+            all ``n_eot`` samples of a gradient in one batched call; 1 keeps pyautoattack's loop of
+            single calls. Same estimator either way; batching is faster and uses more memory.
 
     After each call ``last_checks`` holds that call's check results (:meth:`CheckRecorder.report`:
     per check, whether it warned and its messages); ``check_randomized``, which AutoAttack skips
@@ -86,6 +90,7 @@ class AutoAttackRunner:
         n_eot: int | None = None,
         n_restarts: int | None = None,
         seed: int = 0,
+        eot_chunk: int | None = None,
     ) -> None:
         self.norm = Norm(norm)
         self.eps = float(eps)
@@ -111,6 +116,7 @@ class AutoAttackRunner:
         self.n_eot = n_eot
         self.n_restarts = n_restarts
         self.seed = seed
+        self.eot_chunk = eot_chunk
         self._last: dict[str, Any] = {}
         self.last_checks: dict[str, dict[str, Any]] | None = None
         # AutoAttack reports its per-attack progress at DEBUG: show it (progress within a batch).
@@ -130,8 +136,7 @@ class AutoAttackRunner:
         for apgd in (adversary.apgd, adversary.apgd_targeted):
             if self.n_iter is not None:
                 set_apgd_iterations(apgd, self.n_iter)
-            if self.n_eot is not None:
-                apgd.eot_iter = self.n_eot
+            batch_eot(apgd, model, apgd.eot_iter if self.n_eot is None else self.n_eot, self.eot_chunk)
         if self.n_restarts is not None:
             adversary.apgd.n_restarts = self.n_restarts
         return adversary
@@ -169,7 +174,8 @@ class AutoAttackRunner:
             "eps": self.eps,
             "attacks": list(adversary.attacks_to_run),
             "n_iter": adversary.apgd.n_iter,
-            "n_eot": adversary.apgd.eot_iter,
+            "n_eot": eot_samples(adversary.apgd),
+            "eot": eot_description(self.eot_chunk, eot_samples(adversary.apgd)),
             "n_restarts": adversary.apgd.n_restarts,
             "seed": self.seed,
             "reduced_budget": (self.n_iter is not None and self.n_iter < 100)

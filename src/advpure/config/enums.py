@@ -54,6 +54,24 @@ class SdeMethod(str, Enum):
     euler = "euler"
 
 
+class SdeSolver(str, Enum):
+    """Who integrates the reverse VP-SDE: advpure's own Euler-Maruyama ``loop`` (checkpointed per
+    step, CUDA-graph capturable) or ``torchsde.sdeint`` (the reference path, as DiffPure runs it)."""
+
+    loop = "loop"
+    torchsde = "torchsde"
+
+
+class CompileMode(str, Enum):
+    """``torch.compile`` of the diffusion backbone: ``off``, or one of torch.compile's modes
+    (``reduce-overhead`` replays each call as a CUDA graph)."""
+
+    off = "off"
+    default = "default"
+    reduce_overhead = "reduce-overhead"
+    max_autotune = "max-autotune"
+
+
 class OdeMethod(str, Enum):
     """Solver of the probability-flow ODE: ``euler`` (1 network call per step) or ``heun`` (2)."""
 

@@ -21,6 +21,7 @@ from advpure.config.enums import (
     AttackLoss,
     AutoAttackVersion,
     CifarVariant,
+    CompileMode,
     DdpmVariance,
     EmbeddingDistance,
     EmbeddingLayer,
@@ -34,6 +35,7 @@ from advpure.config.enums import (
     OdeMethod,
     Precision,
     SdeMethod,
+    SdeSolver,
     TaskName,
 )
 
@@ -190,13 +192,17 @@ class DiffusionSchema(ModelSchema):
     ``precision``: what the backbone computes in during purification (``fp16``/``bf16``: input
     and output stay float32; see :mod:`advpure.diffusion.precision`). ``image_size``: the side
     the purifier works at; inputs of another size are resized to it (bilinear) and back (see
-    :mod:`advpure.purifiers.resize`); null works at the data's size.
+    :mod:`advpure.purifiers.resize`); null works at the data's size. ``channels_last`` and
+    ``compile``: how the backbone executes (NHWC memory order; ``torch.compile`` mode), not what it
+    computes (see :mod:`advpure.diffusion.acceleration`).
     """
 
     pretrained: str | None = None
     weights: str | None = None
     precision: Precision = Precision.fp32
     image_size: int | None = None
+    channels_last: bool = False
+    compile: CompileMode = CompileMode.off
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
@@ -287,6 +293,7 @@ class DiffPureSchema(VPGridSchema):
 
     _target_: str = "advpure.purifiers.diffpure.DiffPure"
     method: SdeMethod = SdeMethod.euler
+    solver: SdeSolver = SdeSolver.loop
 
 
 @dataclass
@@ -458,10 +465,12 @@ class AutoAttackSchema(AttackSchema):
     attacks: list[str] | None = None
     n_restarts: int | None = None
     seed: int = 0
+    eot_chunk: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
+        require_at_least("eot_chunk", self.eot_chunk, 1, allow_none=True)
 
 
 @dataclass
@@ -491,12 +500,14 @@ class APGDEOTSchema(AttackSchema):
     n_restarts: int = 1
     loss: AttackLoss = AttackLoss.ce
     rho: float = 0.75
+    eot_chunk: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("n_restarts", self.n_restarts, 1)
         require_interval("rho", self.rho, 0.0, 1.0, low_open=True, high_open=True)
+        require_at_least("eot_chunk", self.eot_chunk, 1, allow_none=True)
         if self.loss == AttackLoss.margin:
             from advpure.errors import ConfigError
 

@@ -73,7 +73,8 @@ class LowPrecisionBackbone(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """What a result file records: the format and how it is applied."""
-        return {"precision": self.precision.value, "mode": "native" if self.native else "autocast"}
+        inner = self.backbone.settings() if callable(getattr(self.backbone, "settings", None)) else {}
+        return {**inner, "precision": self.precision.value, "mode": "native" if self.native else "autocast"}
 
 
 def with_precision(backbone: EpsilonBackbone, precision: Precision | str) -> EpsilonBackbone:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,25 @@ DIGITS_UNET = {
 
 @dataclass(frozen=True)
 class GradMemoryCase:
-    """One measurement: DiffPure with ``n_steps`` steps at t* = 0.1, batch of 8x8 digits-sized images."""
+    """One measurement: DiffPure with ``n_steps`` steps at t* = 0.1 on a batch of images.
+
+    ``unet``: the ``UNet2DModel`` keywords (``None``: the digits UNet, 8x8 grey images);
+    ``grad_mode``: ``full`` (the loop, checkpointed per step if ``checkpoint_steps``) or ``adjoint``;
+    ``include_warmup``: measure from before the one-image warm-up (for a batch so small that the
+    warm-up alone would reach the measured call's high-water mark).
+    """
 
     n_steps: int
     checkpoint_steps: bool = True
     batch_size: int = 32
     t_star: float = 0.1
+    grad_mode: str = "full"
+    unet: tuple[tuple[str, Any], ...] | None = None
+    threads: int = 1
+    include_warmup: bool = False
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        return dict(self.unet) if self.unet is not None else dict(DIGITS_UNET)
 
 
 def _max_rss_bytes() -> int:
@@ -57,23 +71,31 @@ def _measure(case: GradMemoryCase, queue: Any) -> None:
     from advpure.purifiers.diffpure import DiffPure
     from advpure.purifiers.noise import SeededNoise
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(case.threads)
     torch.manual_seed(0)
-    backbone = UNetEpsilon(**DIGITS_UNET).requires_grad_(False)
-    x = torch.rand(case.batch_size, 1, 8, 8, requires_grad=True)
+    unet = case.unet_kwargs()
+    backbone = UNetEpsilon(**unet).eval().requires_grad_(False)
+    side = unet["sample_size"]
+    x = torch.rand(case.batch_size, unet["in_channels"], side, side, requires_grad=True)
+    settings = {"checkpoint_steps": case.checkpoint_steps, "grad_mode": case.grad_mode}
     # Warm up on one image (loads kernels) so the high-water mark stays near the baseline.
-    warmup = DiffPure(backbone, t_star=case.t_star, dt=case.t_star, checkpoint_steps=case.checkpoint_steps)
+    before_warmup = _max_rss_bytes()
+    warmup = DiffPure(backbone, t_star=case.t_star, dt=case.t_star, **settings)
     warmup(x[:1].detach().requires_grad_(True), SeededNoise(0)).sum().backward()
-    purifier = DiffPure(
-        backbone, t_star=case.t_star, dt=case.t_star / case.n_steps, checkpoint_steps=case.checkpoint_steps
-    )
+    purifier = DiffPure(backbone, t_star=case.t_star, dt=case.t_star / case.n_steps, **settings)
     before = _max_rss_bytes()
+    start = time.perf_counter()
     purifier(x, SeededNoise(0)).sum().backward()
-    queue.put(_max_rss_bytes() - before)
+    queue.put((_max_rss_bytes() - (before_warmup if case.include_warmup else before), time.perf_counter() - start))
 
 
 def peak_memory_growth(case: GradMemoryCase) -> int:
     """Bytes by which the process high-water mark grew during one forward + backward of ``case``."""
+    return measure_gradient(case)[0]
+
+
+def measure_gradient(case: GradMemoryCase) -> tuple[int, float]:
+    """(bytes of high-water-mark growth, seconds) of one forward + backward of ``case``, in a fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_measure, args=(case, queue))
@@ -82,4 +104,5 @@ def peak_memory_growth(case: GradMemoryCase) -> int:
     if process.exitcode != 0:
         process.kill()
         raise RuntimeError(f"memory measurement of {case} failed (exit code {process.exitcode})")
-    return int(queue.get(timeout=10))
+    growth, seconds = queue.get(timeout=10)
+    return int(growth), float(seconds)

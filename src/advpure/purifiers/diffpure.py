@@ -6,20 +6,23 @@ time runs forward (torchsde's convention):
 i.e. score = -eps_theta / sigma(t). Euler-Maruyama with n = round(t* / dt) steps of h = t* / n;
 step i starts at t = t* - i h:
     x <- x + h [beta x / 2 - beta eps / sigma] + sqrt(beta h) z_i.
-The explicit loop is what runs (so every step can be checkpointed); torchsde is the reference:
-``tests/test_diffpure.py`` checks the loop against ``torchsde.sdeint`` on one Brownian path, and
-``grad_mode=adjoint`` runs ``torchsde.sdeint_adjoint``.
+Two solvers compute it (``solver``): advpure's explicit loop (the default: every step can be
+checkpointed, and its fixed shapes suit torch.compile and CUDA graphs) and ``torchsde.sdeint``,
+the reference path as DiffPure runs it (Euler, fixed dt; under autograd its graph holds every
+step's activations). ``tests/test_diffpure.py`` checks the loop against ``torchsde.sdeint`` on one
+Brownian path; ``grad_mode=adjoint`` runs ``torchsde.sdeint_adjoint`` with either solver.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torchsde
 from torch import nn
 
-from advpure.config.enums import GradMode, SdeMethod
+from advpure.config.enums import GradMode, SdeMethod, SdeSolver
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.diffusion.schedule import VPSchedule
 from advpure.purifiers.noise import NoiseSource
@@ -68,6 +71,8 @@ class DiffPure(VPGridPurifier):
             round(t* / dt) steps.
         beta_min, beta_max: VP-SDE coefficients (0.1, 20).
         method: Euler-Maruyama.
+        solver: ``loop`` (advpure's Euler-Maruyama loop) or ``torchsde`` (``torchsde.sdeint`` on a
+            Brownian path from the noise source: the reference path).
         grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
@@ -88,9 +93,15 @@ class DiffPure(VPGridPurifier):
         seed: int | None = None,
         surrogate: nn.Module | None = None,
         checkpoint_steps: bool = True,
+        solver: SdeSolver = SdeSolver.loop,
     ) -> None:
         super().__init__(backbone, t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps)
         self.method = SdeMethod(method)
+        self.solver = SdeSolver(solver)
+
+    def purify_signed(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+        """Diffuse (noise key 0), then reverse with the configured solver: x in [-1, 1] -> x_0."""
+        return REVERSE_SOLVERS[self.solver](self, self.diffuse(x, noise.normal(0, x)), noise)
 
     def step(self, i: int, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         h = self.step_size
@@ -98,7 +109,12 @@ class DiffPure(VPGridPurifier):
         return x + h * (0.5 * beta * x - beta * eps / sigma) + torch.sqrt(beta * h) * z
 
     def variant_settings(self) -> dict[str, Any]:
-        return {**self.grid_settings(), "method": self.method.value, "process": "reverse VP-SDE, Euler-Maruyama"}
+        return {
+            **self.grid_settings(),
+            "method": self.method.value,
+            "solver": self.solver.value,
+            "process": "reverse VP-SDE, Euler-Maruyama",
+        }
 
     def torchsde_reverse(self, x_t: torch.Tensor, noise: NoiseSource, *, adjoint: bool = False) -> torch.Tensor:
         """The reference solve by torchsde (``sdeint``, or ``sdeint_adjoint`` if ``adjoint``):
@@ -128,3 +144,12 @@ class DiffPure(VPGridPurifier):
         x_signed = 2.0 * x - 1.0
         x_t = self.diffuse(x_signed, noise.normal(0, x_signed))
         return ((self.torchsde_reverse(x_t, noise, adjoint=True) + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+ReverseSolve = Callable[[DiffPure, torch.Tensor, NoiseSource], torch.Tensor]
+
+# x_t* (B, C, H, W) -> x_0, by solver.
+REVERSE_SOLVERS: dict[SdeSolver, ReverseSolve] = {
+    SdeSolver.loop: lambda purifier, x_t, noise: purifier.reverse(x_t, noise),
+    SdeSolver.torchsde: lambda purifier, x_t, noise: purifier.torchsde_reverse(x_t, noise),
+}

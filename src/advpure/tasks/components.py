@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advpure.checkpoints import checkpoint_paths, load_weights
+from advpure.diffusion.acceleration import accelerated
 from advpure.diffusion.backbone import UNetEpsilon
 from advpure.diffusion.precision import with_precision
 from advpure.errors import ConfigError
@@ -82,12 +83,15 @@ def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float
     """The ``purifier`` group's purifier (and its ``surrogate``, if any, on the same backbone);
     the backbone is loaded only if the purifier uses one. ``threat_eps`` fills a null
     ``guide_eps`` (GDMP's guidance scale is set from the perturbation budget). The backbone
-    computes in ``diffusion.precision``; with ``diffusion.image_size`` set, the purifier works at
-    that size and inputs of another size are resized to it and back (:mod:`advpure.purifiers.resize`)."""
+    computes in ``diffusion.precision``, in the memory format and compiled as
+    ``diffusion.channels_last`` and ``diffusion.compile`` say (:mod:`advpure.diffusion.acceleration`);
+    with ``diffusion.image_size`` set, the purifier works at that size and inputs of another size
+    are resized to it and back (:mod:`advpure.purifiers.resize`)."""
     purifier_class = get_class(cfg._target_)
     if not getattr(purifier_class, "uses_backbone", True):
         return purifier_on(cfg, None, threat_eps)
     backbone = build_backbone(diffusion_cfg, require_weights=True)
+    backbone = accelerated(backbone, diffusion_cfg.get("channels_last", False), diffusion_cfg.get("compile", "off"))
     backbone = with_precision(backbone, diffusion_cfg.get("precision") or "fp32")
     return resized(purifier_on(cfg, backbone, threat_eps), diffusion_cfg.get("image_size"))
 
