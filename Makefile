@@ -28,8 +28,9 @@ test: $(STAMP)  ## fast tests (no slow, no gpu), < 10 min on 2 CPU cores
 test-full: $(STAMP)  ## all tests including slow ones (gpu tests run only where CUDA is present)
 	$(PY) -m pytest -q -m "not gpu or gpu" $(ARGS)
 
-bench: $(STAMP)  ## benchmarks: print tables, write them under benchmarks/results/
-	$(PY) benchmarks/grad_memory.py $(ARGS)
+bench: $(STAMP)  ## benchmarks: purification vs DiffPure's reference path -> benchmarks/RESULTS.md; grad memory -> benchmarks/results/
+	$(PY) benchmarks/purification.py $(ARGS)
+	$(PY) benchmarks/grad_memory.py
 
 grad-modes: $(STAMP)  ## digits default under each grad mode: sweep.md + sweep.png in the sweep folder
 	$(PY) run.py -m purifier.grad_mode=full,adjoint,surrogate,bpda,blind $(ARGS)

@@ -23,7 +23,6 @@ import argparse
 import copy
 import datetime
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,7 +170,7 @@ def purifier_for(path: PathSpec, unet: UNetEpsilon, dt: float = DT, **kwargs: An
 
 
 def timed(fn, device: torch.device, repeats: int, warmup=None) -> tuple[float, int | None]:
-    """(median seconds of ``repeats`` calls of ``fn``, peak extra CUDA memory), after one call of
+    """(fastest of ``repeats`` calls of ``fn`` in seconds, peak extra CUDA memory), after one call of
     ``warmup`` (default ``fn``: loads kernels, compiles, captures graphs)."""
     (warmup or fn)()
     sync(device)
@@ -187,7 +186,7 @@ def timed(fn, device: torch.device, repeats: int, warmup=None) -> tuple[float, i
         times.append(time.perf_counter() - start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - baseline
-    return statistics.median(times), peak
+    return min(times), peak
 
 
 def measure_purification(
@@ -289,8 +288,8 @@ def megabytes(value: int | None) -> str:
 def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024] if cuda else [1, 4])
-    parser.add_argument("--repeats", type=int, default=3 if cuda else 1)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024] if cuda else [2])
+    parser.add_argument("--repeats", type=int, default=3 if cuda else 2)
     parser.add_argument("--attack-steps", type=int, nargs="+", default=[20, 100, 200])
     parser.add_argument("--attack-batch", type=int, default=64 if cuda else 1)
     parser.add_argument("--paths", nargs="+", default=None, help=f"subset of {[p.name for p in PATHS]}")
@@ -341,7 +340,7 @@ def main() -> None:
             tflops = batch * steps * flops / m.seconds / 1e12
             speedup = results[("reference", batch)].seconds / m.seconds
             line = (
-                f"| {path.name} | {batch} | {m.seconds:.3f} | {m.images_per_second:.1f} | {tflops:.2f} | "
+                f"| {path.name} | {batch} | {m.seconds:.3f} | {m.images_per_second:.3g} | {tflops:.2f} | "
                 f"{100 * tflops / roofline.bf16_tflops:.1f} | {megabytes(m.peak_bytes)} | {speedup:.2f}x |"
             )
             lines.append(line)
@@ -357,7 +356,7 @@ def main() -> None:
         percent = 100 * batch * steps * flops / best.seconds / 1e12 / roofline.bf16_tflops
         speedup = results[("reference", batch)].seconds / best.seconds
         fastest_lines.append(
-            f"| {batch} | {best.path.name} | {best.images_per_second:.1f} | {percent:.1f} | {speedup:.2f}x |"
+            f"| {batch} | {best.path.name} | {best.images_per_second:.3g} | {percent:.1f} | {speedup:.2f}x |"
         )
     lines += fastest_lines
     print("\n".join(fastest_lines), flush=True)

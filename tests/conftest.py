@@ -28,6 +28,16 @@ os.environ["ADVPURE_TRAINING"] = tempfile.mkdtemp(prefix="advpure-test-training-
 atexit.register(shutil.rmtree, os.environ["ADVPURE_TRAINING"], True)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu``-marked tests are skipped, with the reason, where CUDA is absent (``make test-full`` on a CPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu test: no CUDA device here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)

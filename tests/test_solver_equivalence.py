@@ -10,7 +10,6 @@ bf16, channels_last and torch.compile with CUDA graphs to the fast path.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from advpure.cli import run_task
 from advpure.tasks.context import RunContext
@@ -90,7 +89,6 @@ def test_default_job_loop_and_torchsde_reference_agree_on_digits(compose_cfg, tm
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_fast_path_and_reference_agree_on_digits(compose_cfg, tmp_path):
     gpu = ("hardware=gpu", "task.n_images=256", "task.batch_size=128")
     fast = _metrics(

@@ -60,6 +60,11 @@ def flops_per_call(fn, *inputs: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def data_sheet_peak(gpu_name: str) -> tuple[str, float] | None:
+    """(matched key, dense bf16 TFLOP/s) for a known GPU name, else None."""
+    return next(((key, peak) for key, peak in BF16_PEAK_TFLOPS if key in gpu_name), None)
+
+
 def measured_matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, size: int = 2048) -> float:
     """Achieved TFLOP/s of repeated ``size`` x ``size`` matmuls in ``dtype`` (at least ~1 s of work)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
@@ -82,18 +87,19 @@ def measured_matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bflo
 def bf16_roofline(device: torch.device) -> Roofline:
     """The device's dense bf16 peak: the data-sheet figure for a known GPU, else a measured matmul."""
     name = device_name(device)
-    if device.type == "cuda":
-        for key, peak in BF16_PEAK_TFLOPS:
-            if key in name:
-                return Roofline(name, peak, f"data sheet (dense bf16, matched {key!r})")
-    bf16 = measured_matmul_tflops(device)
-    if device.type == "cpu":
-        fp32 = measured_matmul_tflops(device, torch.float32)
-        if fp32 > bf16:  # no bf16 hardware (AVX512-BF16 / AMX): bf16 is emulated, fp32 is the real peak
-            return Roofline(
-                name, fp32, f"measured: 2048x2048 fp32 matmul; bf16 matmul runs at only {bf16 * 1e3:.1f} GFLOP/s here"
-            )
-    return Roofline(name, bf16, "measured: 2048x2048 bf16 matmul throughput")
+    sheet = data_sheet_peak(name) if device.type == "cuda" else None
+    if sheet is not None:
+        return Roofline(name, sheet[1], f"data sheet (dense bf16, matched {sheet[0]!r})")
+    if device.type != "cpu":
+        return Roofline(name, measured_matmul_tflops(device), "measured: 2048x2048 bf16 matmul throughput")
+    # A CPU without bf16 hardware (AVX512-BF16 / AMX) emulates bf16 at ~1/100 of fp32: small sizes.
+    bf16 = measured_matmul_tflops(device, torch.bfloat16, size=512)
+    fp32 = measured_matmul_tflops(device, torch.float32, size=2048)
+    if fp32 > bf16:
+        return Roofline(
+            name, fp32, f"measured: 2048x2048 fp32 matmul; bf16 matmul (512x512) runs at only {bf16 * 1e3:.1f} GFLOP/s"
+        )
+    return Roofline(name, bf16, "measured: 512x512 bf16 matmul throughput")
 
 
 def _sync(device: torch.device) -> None:
