@@ -156,3 +156,15 @@ def test_build_purifier_applies_image_size_and_precision_from_the_diffusion_grou
     assert purifier(torch.rand(2, 1, 6, 6)).shape == (2, 1, 6, 6)
     with pytest.raises(Exception, match="image_size"):
         validate_config(compose_cfg("diffusion.image_size=0"))
+
+
+def test_cpu_precision_warnings_follow_the_cpus_bf16_instructions():
+    from advpure.config.enums import Precision
+    from advpure.diffusion.precision import slow_on_this_cpu
+
+    avx2_only = {"fpu", "avx2", "fma"}
+    assert "36x slower" in slow_on_this_cpu(Precision.bf16, avx2_only)
+    assert slow_on_this_cpu(Precision.bf16, avx2_only | {"avx512_bf16"}) is None
+    assert slow_on_this_cpu(Precision.bf16, avx2_only | {"amx_bf16"}) is None
+    assert "float16 convolutions" in slow_on_this_cpu(Precision.fp16, avx2_only | {"amx_bf16"})
+    assert slow_on_this_cpu(Precision.fp32, avx2_only) is None

@@ -12,7 +12,9 @@ returned as float32 (the dtype of its input). How the network computes in it:
 
 Gradients flow through either (attacks differentiate the purifier in the chosen format). On a
 CPU, float16 convolutions are supported but many times slower than float32; bf16 is the CPU
-choice, fp16 the GPU one (it is what the guided-diffusion ImageNet model ran in).
+choice only on CPUs with bf16 instructions (AVX512-BF16, AMX; elsewhere it is emulated and much
+slower, and a warning says so), fp16 the GPU one (it is what the guided-diffusion ImageNet model
+ran in).
 """
 
 from __future__ import annotations
@@ -55,15 +57,14 @@ class LowPrecisionBackbone(nn.Module):
         self.native = compute_in is not None
         if compute_in is not None:
             compute_in(self.dtype)
-        self._warned_cpu_fp16 = False
+        self._warned_cpu = False
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.dtype == torch.float16 and x.device.type == "cpu" and not self._warned_cpu_fp16:
-            self._warned_cpu_fp16 = True
-            log.warning(
-                "diffusion.precision=fp16 on a CPU: float16 convolutions run many times slower there than "
-                "float32; set diffusion.precision=bf16 or fp32 for CPU runs"
-            )
+        if x.device.type == "cpu" and not self._warned_cpu:
+            self._warned_cpu = True
+            slow = slow_on_this_cpu(self.precision)
+            if slow:
+                log.warning(slow)
         if self.native:
             eps = self.backbone(x, t)
         else:
@@ -75,6 +76,34 @@ class LowPrecisionBackbone(nn.Module):
         """What a result file records: the format and how it is applied."""
         inner = self.backbone.settings() if callable(getattr(self.backbone, "settings", None)) else {}
         return {**inner, "precision": self.precision.value, "mode": "native" if self.native else "autocast"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            line = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
+def slow_on_this_cpu(precision: Precision, flags: set[str] | None = None) -> str | None:
+    """Why ``precision`` is a poor CPU choice here, or None: fp16 convolutions are always slow on a
+    CPU; bf16 ones without AVX512-BF16 or AMX-BF16 (``make bench`` measured 36x slower than fp32
+    on an AVX2-only AMD EPYC)."""
+    flags = cpu_flags() if flags is None else flags
+    if precision == Precision.fp16:
+        return (
+            "diffusion.precision=fp16 on a CPU: float16 convolutions run many times slower there than "
+            "float32; set diffusion.precision=fp32 for CPU runs"
+        )
+    if precision == Precision.bf16 and flags and not flags & {"avx512_bf16", "amx_bf16"}:
+        return (
+            "diffusion.precision=bf16 on a CPU without bf16 instructions (no avx512_bf16 / amx_bf16): bf16 "
+            "is emulated, ~36x slower than float32 here; set diffusion.precision=fp32 for CPU runs"
+        )
+    return None
 
 
 def with_precision(backbone: EpsilonBackbone, precision: Precision | str) -> EpsilonBackbone:
