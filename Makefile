@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS := dev,sweep,slurm,published
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-full bench grad-modes lint format lock clean
+.PHONY: help install run test test-full bench device-kit grad-modes lint format lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-full: $(STAMP)  ## all tests including slow ones (gpu tests run only where 
 bench: $(STAMP)  ## benchmarks: purification vs DiffPure's reference path -> benchmarks/RESULTS.md; grad memory -> benchmarks/results/
 	$(PY) benchmarks/purification.py $(ARGS)
 	$(PY) benchmarks/grad_memory.py
+
+device-kit: $(STAMP)  ## .device_site: the packages the GPU machine lacks, for benchmarks/device/gpu_checks.sh there
+	bash benchmarks/device/prepare.sh
 
 grad-modes: $(STAMP)  ## digits default under each grad mode: sweep.md + sweep.png in the sweep folder
 	$(PY) run.py -m purifier.grad_mode=full,adjoint,surrogate,bpda,blind $(ARGS)

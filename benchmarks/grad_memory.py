@@ -7,12 +7,15 @@ Usage: python benchmarks/grad_memory.py [--steps 20 50 100 200] [--batch-size 32
 from __future__ import annotations
 
 import argparse
-import platform
+import datetime
 import time
 from pathlib import Path
 
+import torch
+
 from advpure.io import write_text_atomic
 from advpure.profiling.memory import GradMemoryCase, peak_memory_growth
+from advpure.profiling.roofline import device_name
 
 
 def main() -> None:
@@ -22,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = [
         "### Exact-gradient memory vs solver steps (DiffPure, digits UNet 0.65M, 8x8, "
-        f"batch {args.batch_size}, CPU: {platform.processor() or platform.machine()})",
+        f"batch {args.batch_size}, CPU: {device_name(torch.device('cpu'))}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d})",
         "",
         "Growth of the process high-water mark during one forward + backward, in a fresh process.",
         "",

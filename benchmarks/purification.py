@@ -14,7 +14,9 @@ On whatever device it finds (CUDA if present, else the CPU) it measures, prints 
 4. on the CPU: the wall time of ``make run`` (the default evaluation).
 
 Each change's predicted gain (``PREDICTIONS``, written before it was measured) is printed with
-the measured gain. Usage: ``python benchmarks/purification.py [--batch-sizes 1 4] [--skip-run]``.
+the measured gain. Every row is written to the output file as it is measured (a run stopped early
+keeps its rows). Usage: ``python benchmarks/purification.py [--batch-sizes 1 4] [--skip-run]
+[--deadline-s 400] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ import torch
 import torchsde
 from omegaconf import OmegaConf
 
+from advpure.config.enums import Precision
 from advpure.diffusion.acceleration import accelerated
 from advpure.diffusion.backbone import UNetEpsilon
-from advpure.diffusion.precision import with_precision
+from advpure.diffusion.precision import slow_on_this_cpu, with_precision
 from advpure.io import write_text_atomic
 from advpure.profiling.memory import GradMemoryCase, measure_gradient
 from advpure.profiling.roofline import bf16_roofline, flops_per_call
@@ -61,9 +64,12 @@ class PathSpec:
     base: str | None = None
     change: str = ""
     cuda_only: bool = False
-    # bf16 on a CPU without bf16 hardware is ~36x slower than fp32 (measured per backbone call):
-    # 100-step purifications are not run there; the change is measured on one backbone call.
-    full_run_on_cpu: bool = True
+
+    def runs_in_full(self, kind: str) -> bool:
+        """Whether its 100-step purifications are run on a device of this kind. bf16 on a CPU without
+        bf16 instructions is ~36x slower than fp32 (measured per backbone call on an AVX2 EPYC):
+        there the change is measured on one backbone call instead."""
+        return not (kind == "cpu" and self.precision == "bf16")
 
 
 PATHS = (
@@ -74,7 +80,6 @@ PATHS = (
         precision="bf16",
         base="loop",
         change="bf16 autocast backbone, fp32 state",
-        full_run_on_cpu=False,
     ),
     PathSpec(
         "loop+bf16+nhwc",
@@ -82,7 +87,6 @@ PATHS = (
         channels_last=True,
         base="loop+bf16",
         change="channels_last",
-        full_run_on_cpu=False,
     ),
     PathSpec(
         "loop+bf16+nhwc+compile",
@@ -108,32 +112,43 @@ PATHS = (
 
 PATHS_BY_NAME = {p.name: p for p in PATHS}
 
-# Predicted gain of each change (ratio of images/s to its base), per device type, written down
-# before the change was measured; RESULTS.md sets the measured ratio next to it.
+# Predicted gain of each change (ratio of images/s to its base), per device kind (cuda; cpu: no bf16
+# instructions; cpu+bf16: AVX512-BF16/AMX), written down before the change was measured; RESULTS.md
+# sets the measured ratio next to it. The cpu+bf16 predictions were written on 2026-12-01, on an
+# Intel Xeon with AMX, after one smoke run had measured bf16 at 1.24x fp32 per backbone call (batch 1).
 PREDICTIONS: dict[str, dict[str, str]] = {
     "advpure's Euler-Maruyama loop instead of torchsde.sdeint": {
         "cuda": "1.1-1.3x: the same kernels; torchsde's per-step Python work (Brownian interval tree "
         "queries, tuple bookkeeping) is hidden behind large batches, visible at small ones",
         "cpu": "1.0-1.05x: the backbone's convolutions dominate every step",
+        "cpu+bf16": "1.0-1.05x: the backbone's convolutions dominate every step",
     },
     "bf16 autocast backbone, fp32 state": {
         "cuda": "2-3x: tensor-core bf16 against TF32-less fp32 convolutions and matmuls",
         "cpu": "0.3-0.8x: without AVX512-BF16/AMX bf16 convolutions are emulated",
+        "cpu+bf16": "1.1-1.5x: AMX bf16 convolutions, but autocast's casts and the fp32 GroupNorm/SiLU stay",
     },
     "channels_last": {
         "cuda": "1.1-1.3x on top of bf16: cuDNN's NHWC tensor-core kernels avoid layout transposes",
         "cpu": "0.9-1.1x",
+        "cpu+bf16": "1.2-2x: oneDNN's AMX bf16 convolutions want NHWC (blocked) layouts",
     },
     "torch.compile (inductor)": {
         "cuda": "1.2-1.5x: GroupNorm+SiLU and the attention block fused, fewer memory round trips",
         "cpu": "1.0-1.3x",
+        "cpu+bf16": "1.0-1.3x",
     },
     "CUDA graphs (torch.compile reduce-overhead)": {
         "cuda": "1.5-3x at batch <= 16 (launch-bound), ~1.0x at >= 256 (compute-bound)",
         "cpu": "n/a",
+        "cpu+bf16": "n/a",
     },
-    "channels_last (fp32)": {"cuda": "1.0-1.1x (fp32 has no tensor cores)", "cpu": "0.9-1.1x"},
-    "torch.compile (fp32)": {"cuda": "1.1-1.3x", "cpu": "1.0-1.3x"},
+    "channels_last (fp32)": {
+        "cuda": "1.0-1.1x (fp32 has no tensor cores)",
+        "cpu": "0.9-1.1x",
+        "cpu+bf16": "0.9-1.3x (the AMD EPYC measured 1.30x)",
+    },
+    "torch.compile (fp32)": {"cuda": "1.1-1.3x", "cpu": "1.0-1.3x", "cpu+bf16": "1.0-1.3x"},
 }
 
 
@@ -189,20 +204,41 @@ def timed(fn, device: torch.device, repeats: int, warmup=None) -> tuple[float, i
     return min(times), peak
 
 
-def measure_purification(
-    path: PathSpec, unet: UNetEpsilon, batch: int, device: torch.device, repeats: int
-) -> Measurement:
-    purifier = purifier_for(path, unet)
-    # The warm-up takes 1 step on the same backbone and shapes (compiles, captures graphs).
-    one_step = DiffPure(purifier.backbone, t_star=T_STAR, dt=T_STAR, solver=path.solver)
+def measure_batch(
+    paths: list[PathSpec], unet: UNetEpsilon, batch: int, device: torch.device, repeats: int, report: Report
+) -> dict[str, Measurement]:
+    """Every path on one batch of ``batch`` random images: each is built and warmed up (one step on
+    the same shapes: loads kernels, compiles, records CUDA graphs), then all are timed in
+    ``repeats`` interleaved rounds (A, B, C, A, B, C, ...), so that a slow spell of a shared
+    machine falls on every path alike; each keeps its fastest round and the largest extra CUDA
+    memory of its calls. A path whose warm-up would start after the report's deadline is skipped."""
     x = torch.rand(batch, 3, 32, 32, device=device)
 
-    def call(chosen: DiffPure = purifier) -> torch.Tensor:
+    def call(purifier: DiffPure) -> None:
         with torch.no_grad():
-            return chosen(x, GlobalNoise())
+            purifier(x, GlobalNoise())
+        sync(device)
 
-    seconds, peak = timed(call, device, repeats, warmup=lambda: call(one_step))
-    return Measurement(path, batch, seconds, peak)
+    ready: dict[str, DiffPure] = {}
+    for path in paths:
+        if report.out_of_time(f"{path.name} @ {batch}"):
+            continue
+        purifier = purifier_for(path, unet)
+        call(DiffPure(purifier.backbone, t_star=T_STAR, dt=T_STAR, solver=path.solver))
+        ready[path.name] = purifier
+    seconds: dict[str, list[float]] = {name: [] for name in ready}
+    peaks: dict[str, int | None] = dict.fromkeys(ready)
+    for _ in range(repeats):
+        for name, purifier in ready.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                baseline = torch.cuda.memory_allocated(device)
+            start = time.perf_counter()
+            call(purifier)
+            seconds[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peaks[name] = max(peaks[name] or 0, torch.cuda.max_memory_allocated(device) - baseline)
+    return {name: Measurement(PATHS_BY_NAME[name], batch, min(seconds[name]), peaks[name]) for name in ready}
 
 
 def backbone_call_seconds(path: PathSpec, unet: UNetEpsilon, batch: int, device: torch.device) -> float:
@@ -285,81 +321,117 @@ def megabytes(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f}"
 
 
-def main() -> None:
-    cuda = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024] if cuda else [2])
-    parser.add_argument("--repeats", type=int, default=3 if cuda else 2)
-    parser.add_argument("--attack-steps", type=int, nargs="+", default=[20, 100, 200])
-    parser.add_argument("--attack-batch", type=int, default=64 if cuda else 1)
-    parser.add_argument("--paths", nargs="+", default=None, help=f"subset of {[p.name for p in PATHS]}")
-    parser.add_argument("--skip-run", action="store_true", help="do not time make run's evaluation")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
-    args = parser.parse_args()
+class Report:
+    """The benchmark's Markdown, printed line by line and rewritten to ``path`` after every addition,
+    so a run stopped early (a time limit, a crash) keeps every row it measured; until
+    :meth:`finish`, the file ends with a line saying it is incomplete.
 
-    device = torch.device("cuda" if cuda else "cpu")
-    kind = device.type
-    unet = cifar_unet(device)
-    parameters = sum(p.numel() for p in unet.parameters())
-    flops = flops_per_call(unet, torch.zeros(1, 3, 32, 32, device=device), torch.zeros(1, device=device))
-    roofline = bf16_roofline(device)
-    steps = round(T_STAR / DT)
-    import diffusers
+    ``deadline_s``: seconds after which :meth:`out_of_time` is true (measurements not yet started
+    are then listed as skipped rather than run); ``None``: no limit.
+    """
 
-    lines = [
-        "# advpure benchmarks",
-        "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- device: {roofline.device}",
-        f"- roofline: {roofline.bf16_tflops:.2f} TFLOP/s ({roofline.source})",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, torchsde "
-        f"{torchsde.__version__}, diffusers {diffusers.__version__}",
-        f"- backbone: DDPM CIFAR-10 UNet (diffusers UNet2DModel, conf/diffusion/ddpm_cifar10.yaml), "
-        f"{parameters / 1e6:.1f}M parameters, {flops / 1e9:.2f} GFLOP per image per call (torch flop counter)",
-        f"- command: `python benchmarks/purification.py {' '.join(sys.argv[1:])}`".rstrip(),
+    INCOMPLETE = "_Incomplete: the run stopped, or is still running, after the line above._"
+
+    def __init__(self, path: Path, deadline_s: float | None = None) -> None:
+        self.path = path
+        self.deadline_s = deadline_s
+        self.started = time.perf_counter()
+        self.lines: list[str] = []
+        self.skipped: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines += lines
+        print("\n".join(lines), flush=True)
+        write_text_atomic(self.path, "\n".join([*self.lines, "", self.INCOMPLETE]) + "\n")
+
+    def out_of_time(self, what: str) -> bool:
+        """Whether the deadline has passed; if so, ``what`` is recorded as skipped."""
+        late = self.deadline_s is not None and time.perf_counter() - self.started > self.deadline_s
+        if late:
+            self.skipped.append(what)
+        return late
+
+    def finish(self) -> None:
+        if self.skipped:
+            self.add(
+                "",
+                f"Skipped after the {self.deadline_s:.0f} s deadline (--deadline-s): " + "; ".join(self.skipped) + ".",
+            )
+        write_text_atomic(self.path, "\n".join(self.lines) + "\n")
+        print(f"\nwritten: {self.path}")
+
+
+@dataclass
+class Bench:
+    """What every section of one benchmark run shares: options, device, backbone and its cost."""
+
+    args: argparse.Namespace
+    device: torch.device
+    unet: UNetEpsilon
+    flops: int
+    roofline: Any
+    report: Report
+
+    @property
+    def kind(self) -> str:
+        """cuda, cpu (no bf16 instructions: bf16 emulated) or cpu+bf16 (AVX512-BF16 / AMX)."""
+        if self.device.type == "cpu" and slow_on_this_cpu(Precision.bf16) is None:
+            return "cpu+bf16"
+        return self.device.type
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def purification_section(bench: Bench) -> None:
+    """Purification at t* = 0.1, 100 steps, by each path and batch size; the fastest path per batch
+    size; each change's predicted and measured gain."""
+    args, report, steps, flops = bench.args, bench.report, round(T_STAR / DT), bench.flops
+    report.add(
         "",
         f"## Purification at t* = {T_STAR}, dt = {DT} ({steps} steps), no gradient",
         "",
         "reference = torchsde.sdeint, Euler, fp32 (DiffPure's path). Each other row adds one change "
-        "to the row named in 'base'; speed-up is against the reference at the same batch size, "
-        "measured in the same run. Peak memory: extra CUDA memory of one call (not measured on CPU).",
+        "to the row named in 'base' (see the table of changes below); speed-up is against the reference "
+        f"at the same batch size. Time: the fastest of {args.repeats} rounds in which every path runs once "
+        "in turn (interleaved, so a slow spell of a shared machine falls on all paths), after a one-step "
+        "warm-up. Peak memory: extra CUDA memory of one call (not measured on CPU).",
         "",
         "| path | batch | s / purification | images/s | TFLOP/s | % of roofline | peak MB | speed-up |",
         "|---|---|---|---|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
+    )
     results: dict[tuple[str, int], Measurement] = {}
     chosen = set(args.paths or [p.name for p in PATHS]) | {"reference"}
-    available = [p for p in PATHS if (cuda or not p.cuda_only) and p.name in chosen]
-    paths = [p for p in available if cuda or p.full_run_on_cpu]
-    per_call = {p.name: p for p in available if p not in paths}
+    available = [p for p in PATHS if (bench.cuda or not p.cuda_only) and p.name in chosen]
+    paths = [p for p in available if p.runs_in_full(bench.kind)]
+    per_call = {p.name for p in available if p not in paths}
     for batch in args.batch_sizes:
-        for path in paths:
-            m = measure_purification(path, unet, batch, device, args.repeats)
-            results[(path.name, batch)] = m
+        for name, m in measure_batch(paths, bench.unet, batch, bench.device, args.repeats, report).items():
+            results[(name, batch)] = m
             tflops = batch * steps * flops / m.seconds / 1e12
-            speedup = results[("reference", batch)].seconds / m.seconds
-            line = (
-                f"| {path.name} | {batch} | {m.seconds:.3f} | {m.images_per_second:.3g} | {tflops:.2f} | "
-                f"{100 * tflops / roofline.bf16_tflops:.1f} | {megabytes(m.peak_bytes)} | {speedup:.2f}x |"
+            reference = results.get(("reference", batch))
+            speedup = f"{reference.seconds / m.seconds:.2f}x" if reference else "-"
+            report.add(
+                f"| {name} | {batch} | {m.seconds:.3f} | {m.images_per_second:.3g} | {tflops:.2f} | "
+                f"{100 * tflops / bench.roofline.bf16_tflops:.1f} | {megabytes(m.peak_bytes)} | {speedup} |"
             )
-            lines.append(line)
-            print(line, flush=True)
 
     fastest_lines = table_head(
         "### Fastest advpure path per batch size",
         ("batch", "fastest path", "images/s", "% of roofline", "speed-up over reference"),
     )
     for batch in args.batch_sizes:
-        advpure_paths = (results[(p.name, batch)] for p in paths if p.name != "reference")
-        best = max(advpure_paths, key=lambda m: m.images_per_second)
-        percent = 100 * batch * steps * flops / best.seconds / 1e12 / roofline.bf16_tflops
+        measured = [results[(p.name, batch)] for p in paths if p.name != "reference" and (p.name, batch) in results]
+        if not measured or ("reference", batch) not in results:
+            continue
+        best = max(measured, key=lambda m: m.images_per_second)
+        percent = 100 * batch * steps * flops / best.seconds / 1e12 / bench.roofline.bf16_tflops
         speedup = results[("reference", batch)].seconds / best.seconds
         fastest_lines.append(
             f"| {batch} | {best.path.name} | {best.images_per_second:.3g} | {percent:.1f} | {speedup:.2f}x |"
         )
-    lines += fastest_lines
-    print("\n".join(fastest_lines), flush=True)
+    report.add(*fastest_lines)
 
     prediction_lines = table_head(
         "### Each change: predicted gain (written before measuring) and measured gain",
@@ -370,72 +442,125 @@ def main() -> None:
         if path.base is None or path.base not in chosen:
             continue
         if path.name in per_call:
-            base_seconds = backbone_call_seconds(PATHS_BY_NAME[path.base], unet, call_batch, device)
-            ratio = base_seconds / backbone_call_seconds(path, unet, call_batch, device)
+            if report.out_of_time(f"{path.name} per backbone call"):
+                continue
+            base_seconds = backbone_call_seconds(PATHS_BY_NAME[path.base], bench.unet, call_batch, bench.device)
+            ratio = base_seconds / backbone_call_seconds(path, bench.unet, call_batch, bench.device)
             gains = f"{ratio:.3f}x per backbone call @ {call_batch} (100-step run skipped on this device)"
         else:
             gains = ", ".join(
                 f"{results[(path.base, b)].seconds / results[(path.name, b)].seconds:.2f}x @ {b}"
                 for b in args.batch_sizes
+                if (path.base, b) in results and (path.name, b) in results
             )
         prediction_lines.append(
-            f"| {path.change} | {path.base} -> {path.name} | {PREDICTIONS[path.change][kind]} | {gains} |"
+            f"| {path.change} | {path.base} -> {path.name} | {PREDICTIONS[path.change][bench.kind]} | {gains or '-'} |"
         )
-    lines += prediction_lines
-    print("\n".join(prediction_lines), flush=True)
+    report.add(*prediction_lines)
 
-    attack_lines = [
+
+def attack_section(bench: Bench) -> None:
+    """One attack iteration (forward + gradient), ``full`` and ``adjoint``, at each step count."""
+    args, report = bench.args, bench.report
+    report.add(
         "",
         f"## One attack iteration: forward + exact gradient (batch {args.attack_batch}, fp32 loop)",
         "",
-        "full = autograd through the loop, checkpointed per step (recompute + backward: ~4x a forward "
-        "in FLOPs); adjoint = torchsde.sdeint_adjoint (approximate gradient). ratio = time / one "
+        "full = autograd through the loop, checkpointed per step (forward, recompute, input-only backward: "
+        "~3x a forward in FLOPs); adjoint = torchsde.sdeint_adjoint (approximate gradient). ratio = time / one "
         "purification forward at the same steps. Peak memory: "
         + (
             "extra CUDA memory of the call."
-            if cuda
+            if bench.cuda
             else "growth of the process high-water mark in a fresh process, from after the weights were built "
             "(includes a 1-step warm-up on one image)."
         ),
         "",
         "| mode | steps | s / iteration | ratio to forward | peak MB |",
         "|---|---|---|---|---|",
-    ]
-    print("\n".join(attack_lines), flush=True)
+    )
     memory: dict[tuple[str, int], int | None] = {}
     for mode in ("full", "adjoint"):
         for n in args.attack_steps:
-            r = measure_gradient_iteration(mode, n, unet, args.attack_batch, device)
+            if report.out_of_time(f"{mode} @ {n} steps"):
+                continue
+            r = measure_gradient_iteration(mode, n, bench.unet, args.attack_batch, bench.device)
             memory[(mode, n)] = r["peak"]
-            line = f"| {mode} | {n} | {r['seconds']:.2f} | {r['ratio']:.2f}x | {megabytes(r['peak'])} |"
-            attack_lines.append(line)
-            print(line, flush=True)
+            report.add(f"| {mode} | {n} | {r['seconds']:.2f} | {r['ratio']:.2f}x | {megabytes(r['peak'])} |")
     low, high = min(args.attack_steps), max(args.attack_steps)
     if memory.get(("full", low)) and memory.get(("full", high)) is not None:
         flat = memory[("full", high)] / memory[("full", low)]
-        summary = f"\nfull: peak memory at {high} steps is {flat:.2f}x that at {low} steps (target <= 1.5x)."
-        attack_lines.append(summary)
-        print(summary, flush=True)
-    lines += attack_lines
+        report.add(f"\nfull: peak memory at {high} steps is {flat:.2f}x that at {low} steps (target <= 1.5x).")
 
-    if not args.skip_run:
-        seconds, last = time_make_run()
-        run_lines = [
-            "",
-            "## The CPU default: `make run`'s evaluation",
-            "",
-            "run.py with its defaults (digits, DiffPure 10 steps, AutoAttack rand, 64 images), W&B off, "
-            "stored batches not reused; wall time including start-up.",
-            "",
-            "| threads | wall time (s) | target |",
-            "|---|---|---|",
-            f"| {torch.get_num_threads()} | {seconds:.0f} | <= 300 |",
-        ]
-        lines += run_lines
-        print("\n".join(run_lines), flush=True)
-        print(f"(last line of run.py: {last})")
-    write_text_atomic(args.out, "\n".join(lines) + "\n")
-    print(f"\nwritten: {args.out}")
+
+def make_run_section(bench: Bench) -> None:
+    """The wall time of make run's evaluation on this machine."""
+    if bench.report.out_of_time("make run's evaluation"):
+        return
+    seconds, last = time_make_run()
+    bench.report.add(
+        "",
+        "## The CPU default: `make run`'s evaluation",
+        "",
+        "run.py with its defaults (digits, DiffPure 10 steps, AutoAttack rand, 64 images), W&B off, "
+        "stored batches not reused; wall time including start-up.",
+        "",
+        "| threads | wall time (s) | target |",
+        "|---|---|---|",
+        f"| {torch.get_num_threads()} | {seconds:.0f} | <= 300 |",
+    )
+    print(f"(last line of run.py: {last})")
+
+
+SECTIONS = {"purification": purification_section, "attack": attack_section, "run": make_run_section}
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256, 1024] if cuda else [1, 4])
+    parser.add_argument("--repeats", type=int, default=3 if cuda else 2)
+    parser.add_argument("--attack-steps", type=int, nargs="+", default=[20, 100, 200])
+    parser.add_argument("--attack-batch", type=int, default=64 if cuda else 1)
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS_BY_NAME), default=None, help="a subset of the paths")
+    parser.add_argument(
+        "--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="what to measure, in this order"
+    )
+    parser.add_argument("--skip-run", action="store_true", help="do not time make run's evaluation (section run)")
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no measurement after this many seconds; what is left is listed as skipped",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if cuda else "cpu")
+    report = Report(args.out, args.deadline_s)
+    unet = cifar_unet(device)
+    parameters = sum(p.numel() for p in unet.parameters())
+    flops = flops_per_call(unet, torch.zeros(1, 3, 32, 32, device=device), torch.zeros(1, device=device))
+    roofline = bf16_roofline(device)
+    import diffusers
+
+    report.add(
+        "# advpure benchmarks",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- device: {roofline.device}",
+        f"- roofline: {roofline.bf16_tflops:.2f} TFLOP/s ({roofline.source})",
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}, torchsde "
+        f"{torchsde.__version__}, diffusers {diffusers.__version__}",
+        f"- backbone: DDPM CIFAR-10 UNet (diffusers UNet2DModel, conf/diffusion/ddpm_cifar10.yaml), "
+        f"{parameters / 1e6:.1f}M parameters, {flops / 1e9:.2f} GFLOP per image per call (torch flop counter)",
+        f"- command: `python benchmarks/purification.py {' '.join(sys.argv[1:])}`".rstrip(),
+    )
+    bench = Bench(args, device, unet, flops, roofline, report)
+    for section in args.sections:
+        if not (section == "run" and args.skip_run):
+            SECTIONS[section](bench)
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (2 per multipl
 and convolutions only: what tensor cores execute). The roofline is the device's dense bf16
 peak: for known GPUs the vendor's dense (no sparsity) figure; for a CPU or an unknown GPU the
 throughput of a large bf16 matmul measured on the spot, named as measured (a CPU without bf16
-hardware gets its measured fp32 matmul peak instead, and says so).
+instructions, where bf16 is emulated, gets its measured fp32 matmul peak instead, and says so).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from advpure.config.enums import Precision
+from advpure.diffusion.precision import slow_on_this_cpu
 
 # Dense bf16 tensor-core peaks (TFLOP/s), from the vendors' data sheets, matched on the CUDA device
 # name; first match wins (so the more specific names come first).
@@ -92,7 +95,9 @@ def bf16_roofline(device: torch.device) -> Roofline:
         return Roofline(name, sheet[1], f"data sheet (dense bf16, matched {sheet[0]!r})")
     if device.type != "cpu":
         return Roofline(name, measured_matmul_tflops(device), "measured: 2048x2048 bf16 matmul throughput")
-    # A CPU without bf16 hardware (AVX512-BF16 / AMX) emulates bf16 at ~1/100 of fp32: small sizes.
+    if slow_on_this_cpu(Precision.bf16) is None:  # AVX512-BF16 / AMX: bf16 matmuls at full size
+        return Roofline(name, measured_matmul_tflops(device), "measured: 2048x2048 bf16 matmul throughput")
+    # A CPU without bf16 hardware emulates bf16 at ~1/100 of fp32: small sizes.
     bf16 = measured_matmul_tflops(device, torch.bfloat16, size=512)
     fp32 = measured_matmul_tflops(device, torch.float32, size=2048)
     if fp32 > bf16:
