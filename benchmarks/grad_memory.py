@@ -28,7 +28,8 @@ def main() -> None:
         f"batch {args.batch_size}, CPU: {device_name(torch.device('cpu'))}, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d})",
         "",
-        "Growth of the process high-water mark during one forward + backward, in a fresh process.",
+        "Growth of the process high-water mark during one forward + backward, in a fresh process "
+        f"running {GradMemoryCase(1).threads} thread(s).",
         "",
         "| steps | checkpointed per step (MB) | plain autograd (MB) | ratio "
         "| checkpointed wall time incl. process start (s) |",
