@@ -43,7 +43,7 @@ from advpure.diffusion.backbone import UNetEpsilon
 from advpure.diffusion.precision import slow_on_this_cpu, with_precision
 from advpure.io import write_text_atomic
 from advpure.profiling.memory import GradMemoryCase, measure_gradient
-from advpure.profiling.roofline import bf16_roofline, flops_per_call
+from advpure.profiling.roofline import Roofline, bf16_roofline, flops_per_call
 from advpure.purifiers.diffpure import DiffPure
 from advpure.purifiers.noise import GlobalNoise
 
@@ -369,7 +369,7 @@ class Bench:
     device: torch.device
     unet: UNetEpsilon
     flops: int
-    roofline: Any
+    roofline: Roofline
     report: Report
 
     @property
