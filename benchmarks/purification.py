@@ -170,12 +170,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def cifar_unet(device: torch.device) -> UNetEpsilon:
-    """The DDPM CIFAR-10 UNet of conf/diffusion/ddpm_cifar10.yaml, random weights, eval mode."""
+def unet_config() -> dict[str, Any]:
+    """The UNet2DModel keywords of conf/diffusion/ddpm_cifar10.yaml."""
     net = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/diffusion/ddpm_cifar10.yaml").net)
     net.pop("_target_")
+    return net
+
+
+def cifar_unet(device: torch.device) -> UNetEpsilon:
+    """The DDPM CIFAR-10 UNet of conf/diffusion/ddpm_cifar10.yaml, random weights, eval mode."""
     torch.manual_seed(0)
-    return UNetEpsilon(**net).to(device).eval().requires_grad_(False)
+    return UNetEpsilon(**unet_config()).to(device).eval().requires_grad_(False)
 
 
 def purifier_for(path: PathSpec, unet: UNetEpsilon, dt: float = DT, **kwargs: Any) -> DiffPure:
@@ -285,12 +290,6 @@ def measure_gradient_iteration(
     return {"mode": mode, "steps": steps, "seconds": seconds, "ratio": seconds / forward_seconds, "peak": peak}
 
 
-def unet_config() -> dict[str, Any]:
-    net = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/diffusion/ddpm_cifar10.yaml").net)
-    net.pop("_target_")
-    return net
-
-
 def time_make_run() -> tuple[float, str]:
     """Wall seconds of the default evaluation (``run.py``, as ``make run`` runs it, W&B off, no reuse
     of stored batches) and the last line of its output."""
@@ -361,6 +360,14 @@ class Report:
         print(f"\nwritten: {self.path}")
 
 
+def device_kind(device: torch.device) -> str:
+    """cuda, cpu (no bf16 instructions: bf16 emulated) or cpu+bf16 (AVX512-BF16 / AMX): the keys of
+    PREDICTIONS."""
+    if device.type == "cpu" and slow_on_this_cpu(Precision.bf16) is None:
+        return "cpu+bf16"
+    return device.type
+
+
 @dataclass
 class Bench:
     """What every section of one benchmark run shares: options, device, backbone and its cost."""
@@ -371,13 +378,7 @@ class Bench:
     flops: int
     roofline: Roofline
     report: Report
-
-    @property
-    def kind(self) -> str:
-        """cuda, cpu (no bf16 instructions: bf16 emulated) or cpu+bf16 (AVX512-BF16 / AMX)."""
-        if self.device.type == "cpu" and slow_on_this_cpu(Precision.bf16) is None:
-            return "cpu+bf16"
-        return self.device.type
+    kind: str  # device_kind(device)
 
     @property
     def cuda(self) -> bool:
@@ -556,7 +557,7 @@ def main() -> None:
         f"{parameters / 1e6:.1f}M parameters, {flops / 1e9:.2f} GFLOP per image per call (torch flop counter)",
         f"- command: `python benchmarks/purification.py {' '.join(sys.argv[1:])}`".rstrip(),
     )
-    bench = Bench(args, device, unet, flops, roofline, report)
+    bench = Bench(args, device, unet, flops, roofline, report, device_kind(device))
     for section in args.sections:
         if not (section == "run" and args.skip_run):
             SECTIONS[section](bench)
