@@ -31,7 +31,7 @@ def source_digest() -> str:
 
 def weights_file_stats(config: dict[str, Any]) -> dict[str, list[int]]:
     """``{file: [size, mtime_ns]}`` for every existing checkpoint, weights file or diffusers folder
-    the config names (classifier, diffusion, AGDM's auxiliary network)."""
+    the config names (classifier, diffusion, AGDM's auxiliary network, a training's ``task.init_from``)."""
     auxiliary = (config.get("purifier") or {}).get("auxiliary") or {}
     named = [
         config.get("classifier", {}).get("checkpoint"),
@@ -41,6 +41,7 @@ def weights_file_stats(config: dict[str, Any]) -> dict[str, list[int]]:
         config.get("diffusion", {}).get("weights"),
         auxiliary.get("checkpoint"),
         auxiliary.get("weights"),
+        (config.get("task") or {}).get("init_from"),
     ]
     stats: dict[str, list[int]] = {}
     for name in filter(None, named):

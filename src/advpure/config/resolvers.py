@@ -1,6 +1,7 @@
 """OmegaConf resolvers used by conf/: ``${advpure_root:}`` is the project folder;
 ``${job_dirname:${hydra.job.override_dirname}}`` is a sweep job's folder name;
-``${sqlite_url:<file>}`` is an SQLAlchemy URL for a local SQLite file (its folder is created)."""
+``${sqlite_url:<file>}`` is an SQLAlchemy URL for a local SQLite file (its folder is created);
+``${enum_value:${task.name}}`` is an enum field's value (``evaluate``, not ``TaskName.evaluate``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{file}"
 
 
+def enum_value(value: object) -> str:
+    """The plain value of an enum field (a run folder's name says ``evaluate``, not ``TaskName.evaluate``)."""
+    return str(getattr(value, "value", value))
+
+
 def register_resolvers() -> None:
     """Register advpure's resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("advpure_root"):
@@ -51,3 +57,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("job_dirname", job_dirname)
     if not OmegaConf.has_resolver("sqlite_url"):
         OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+    if not OmegaConf.has_resolver("enum_value"):
+        OmegaConf.register_new_resolver("enum_value", enum_value)

@@ -309,12 +309,32 @@ def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m advpure.report SWEEP_DIR`` (or ``advpure.sweeps.report``): (re)write a sweep folder's report."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not Path(args[0]).is_dir():
-        print("usage: python -m advpure.report <multirun sweep folder>", file=sys.stderr)
+    """``python -m advpure.report SWEEP_DIR`` (or ``advpure.sweeps.report``): (re)write a sweep folder's
+    report. Exit 0 when it was written (``--help``: 0), 2 on a bad folder (one ``error:`` line)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m advpure.report",
+        description="(Re)write a multirun sweep folder's report: sweep.md, sweep.csv, sweep.json and sweep.png, "
+        "one row per job (jobs without results.json are listed as missing).",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the sweep folder, e.g. outputs/multirun/<date>/<time>_evaluate")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    folder: Path = args.sweep_dir
+    if not folder.is_dir():
+        print(
+            f"error: {folder} is not a folder. Fix: give a multirun sweep folder (outputs/multirun/<date>/<time>_<task>)",
+            file=sys.stderr,
+        )
         return 2
-    paths = write_sweep_report(Path(args[0]))
+    if not any((p / ".hydra").is_dir() for p in folder.iterdir() if p.is_dir()):
+        print(
+            f"error: {folder} holds no job folders (sub-folders with .hydra/). Fix: give the sweep folder a "
+            "`python run.py -m ...` printed, not a job folder or a single run's folder",
+            file=sys.stderr,
+        )
+        return 2
+    paths = write_sweep_report(folder)
     print(Path(paths["md"]).read_text())
     print(f"sweep report: {paths['md']} {paths['png']}")
     return 0

@@ -20,6 +20,7 @@ from advpure.errors import ConfigError
 from advpure.instantiate import build
 from advpure.models.classifier_weights import load_classifier_weights
 from advpure.purifiers.resize import resized
+from advpure.training.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,29 @@ def build_classifier(
             f" (or set {key}.weights=<published weights file>: RobustBench, torchvision, timm or your own state dict)",
         )
     return net
+
+
+def training_start(net: nn.Module, init_from: str | None, net_node: DictConfig, ignored: dict[str, Any]) -> str:
+    """Where a training task's network starts: ``"random initialization"`` unless ``init_from`` (the
+    task's ``task.init_from``: an advpure checkpoint of the same ``net_node``) is set, which is then
+    loaded into ``net``. ``ignored``: the group's weight keys a training does not load
+    (``{"classifier.checkpoint": value, ...}``); a set one is logged, naming ``task.init_from``."""
+    for key, value in ignored.items():
+        if value is not None and init_from is None:
+            log.info(
+                "training starts from a random initialization; %s=%s is not loaded (task.init_from=%s fine-tunes it)",
+                key,
+                value,
+                value,
+            )
+    if init_from is None:
+        return "random initialization"
+    if not str(init_from).strip():
+        raise ConfigError(
+            "task.init_from", "is an empty path", "name an advpure checkpoint (path without extension) or null"
+        )
+    load_weights(net, init_from, net=net_config(net_node))
+    return str(init_from)
 
 
 def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
@@ -148,10 +172,12 @@ def build_trainer(hardware: DictConfig, logger: Any, run_dir: Path, **kwargs: An
     """A Trainer placed by the ``hardware`` group; ``kwargs`` are task-specific Trainer arguments."""
     placement = OmegaConf.to_container(hardware, resolve=True, enum_to_str=True)
     placement.pop("slurm", None)  # type: ignore[union-attr]  # the launcher's business, not the Trainer's
+    callbacks = [ProgressBar(), *kwargs.pop("callbacks", [])]
     return pl.Trainer(
         **placement,  # type: ignore[arg-type]
         logger=logger,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        callbacks=callbacks,
         **kwargs,
     )

@@ -21,7 +21,7 @@ from advpure.checkpoints import save_checkpoint
 from advpure.config.enums import Norm
 from advpure.instantiate import build
 from advpure.io import write_json_atomic, write_text_atomic
-from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config
+from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config, training_start
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.auxiliary import AuxiliaryModule, DiffusionLevels
 from advpure.training.pgd import pgd_attack
@@ -84,6 +84,7 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     task = cfg.task
     datamodule = build(cfg.dataset, key="dataset")
     net = build(task.net, key="task.net")
+    started_from = training_start(net, task.init_from, task.net, {})
     norm = Norm(task.trades.norm)
     eps = float(task.trades.eps) if task.trades.eps is not None else datamodule.standard_eps[norm]
     step_size = float(task.trades.step_size) if task.trades.step_size is not None else eps / 4
@@ -131,6 +132,7 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     summary = {
         "task": "train_agdm_aux",
         "epochs": task.max_epochs,
+        "started_from": started_from,
         "trades": {"lambda": task.trades.trades_lambda, **report["attack"], "steps": adversary["steps"]},
         "noise_levels": {**OmegaConf.to_container(noise, resolve=True), "max_level": levels.max_level},
         "report": report,

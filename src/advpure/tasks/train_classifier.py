@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advpure.checkpoints import save_checkpoint
 from advpure.instantiate import build
-from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config
+from advpure.tasks.components import build_logger, build_trainer, net_config, training_start
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.classifier import ClassifierModule
 from advpure.training.resume import fit, prepare_resume
@@ -21,11 +21,18 @@ log = logging.getLogger(__name__)
 
 def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     """Fit ``classifier.net`` on ``dataset``; the checkpoint lands in the run folder (and ``task.export_to``).
+    Training starts from a random initialization, or from ``task.init_from`` (recorded as ``started_from``).
 
     An identical training interrupted earlier continues from its last finished epoch (``task.resume``)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, key="dataset")
-    net = build_classifier(cfg.classifier, require_weights=False)
+    net = build(cfg.classifier.net, key="classifier.net")
+    started_from = training_start(
+        net,
+        cfg.task.init_from,
+        cfg.classifier.net,
+        {"classifier.checkpoint": cfg.classifier.checkpoint, "classifier.weights": cfg.classifier.get("weights")},
+    )
     adversarial = None
     if cfg.task.adversarial.enabled:
         adversarial = OmegaConf.to_container(cfg.task.adversarial, enum_to_str=True)
@@ -46,6 +53,7 @@ def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "task": "train_classifier",
         "test_accuracy": test_acc,
         "epochs": cfg.task.max_epochs,
+        "started_from": started_from,
         "adversarial": adversarial,
         "seed": cfg.seed,
         "resume": resume.summary(),

@@ -14,15 +14,15 @@ from omegaconf import DictConfig
 from advpure.checkpoints import save_checkpoint
 from advpure.diffusion.sampling import sample_images
 from advpure.diffusion.schedule import DiscreteSchedule
-from advpure.errors import AdvpureError
+from advpure.errors import AdvpureError, ConfigError
 from advpure.instantiate import build
 from advpure.io import write_atomic
 from advpure.tasks.components import (
-    build_backbone,
     build_classifier,
     build_logger,
     build_trainer,
     net_config,
+    training_start,
 )
 from advpure.tasks.context import RunContext, package_versions
 from advpure.training.diffusion import DiffusionModule
@@ -35,7 +35,20 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     """Fit ``diffusion.net`` on ``dataset``; checkpoint the EMA weights; save samples.png beside them."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, key="dataset")
-    backbone = build_backbone(cfg.diffusion, require_weights=False)
+    if cfg.diffusion.pretrained is not None:
+        raise ConfigError(
+            "diffusion.pretrained",
+            f"is set ({cfg.diffusion.pretrained}), but training starts from diffusion.net",
+            "set diffusion.pretrained=null; to fine-tune, convert the weights to an advpure checkpoint and set "
+            "task.init_from=<its path without extension>",
+        )
+    backbone = build(cfg.diffusion.net, key="diffusion.net")
+    started_from = training_start(
+        backbone,
+        cfg.task.init_from,
+        cfg.diffusion.net,
+        {"diffusion.checkpoint": cfg.diffusion.checkpoint, "diffusion.weights": cfg.diffusion.get("weights")},
+    )
     task = cfg.task
     schedule = DiscreteSchedule(task.beta_start, task.beta_end, task.num_train_timesteps)
     module = DiffusionModule(backbone, schedule, lr=task.lr, warmup_steps=task.warmup_steps, ema_decay=task.ema_decay)
@@ -58,6 +71,7 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "task": "train_diffusion",
         "steps": task.max_steps,
+        "started_from": started_from,
         "schedule": {
             "beta_start": task.beta_start,
             "beta_end": task.beta_end,
