@@ -1,7 +1,8 @@
 """OmegaConf resolvers used by conf/: ``${advpure_root:}`` is the project folder;
 ``${job_dirname:${hydra.job.override_dirname}}`` is a sweep job's folder name;
 ``${sqlite_url:<file>}`` is an SQLAlchemy URL for a local SQLite file (its folder is created);
-``${enum_value:${task.name}}`` is an enum field's value (``evaluate``, not ``TaskName.evaluate``)."""
+``${enum_value:${task.name}}`` is an enum field's value (``evaluate``, not ``TaskName.evaluate``);
+``${advpure_groups:}`` lists the user-facing config groups (``python run.py --help``)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def enum_value(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
+def config_groups_text() -> str:
+    """The user-facing config groups and their options (``python run.py --help``)."""
+    from advpure.config.catalog import groups_text
+
+    return groups_text()
+
+
 def register_resolvers() -> None:
     """Register advpure's resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("advpure_root"):
@@ -57,5 +65,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("job_dirname", job_dirname)
     if not OmegaConf.has_resolver("sqlite_url"):
         OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+    if not OmegaConf.has_resolver("advpure_groups"):
+        OmegaConf.register_new_resolver("advpure_groups", config_groups_text)
     if not OmegaConf.has_resolver("enum_value"):
         OmegaConf.register_new_resolver("enum_value", enum_value)
