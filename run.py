@@ -9,8 +9,9 @@ import hydra
 from omegaconf import DictConfig
 
 import advpure.config  # noqa: F401  (registers the schemas and resolvers before composing)
+from advpure.cli import check_output_folder, override_hints
 from advpure.cli import main as run_main
-from advpure.cli import override_hints
+from advpure.errors import AdvpureError
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -21,10 +22,15 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:  # Hydra creates the output folder before advpure runs, and fails there with a traceback
+        check_output_folder(sys.argv[1:])
+    except AdvpureError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
     try:
         main()
     except SystemExit as stop:
-        if stop.code == 1:  # Hydra could not compose the config: add a fix for misspelt keys
+        if stop.code == 1:  # Hydra could not compose the config: add a fix for misspelt keys and unquoted values
             for hint in override_hints(sys.argv[1:]):
                 print(hint, file=sys.stderr)
         raise

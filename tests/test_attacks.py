@@ -164,8 +164,65 @@ def test_torchattacks_by_name_with_kwargs_and_clear_errors():
     assert (model.linear(x_adv).argmax(1) != y).any()
     with pytest.raises(ConfigError, match=r"attack\.name"):
         TorchAttacksRunner("EOTPDG", eps=0.1)
-    with pytest.raises(ConfigError, match=r"attack\.kwargs"):
+    with pytest.raises(ConfigError) as error:
         TorchAttacksRunner("PGD", eps=0.1, kwargs={"eot_iter": 3})
+    assert error.value.key == "attack.kwargs.eot_iter" and "alpha, steps, random_start" in error.value.fix
+
+
+def test_torchattacks_kwargs_is_an_open_dict_on_the_command_line(compose_cfg):
+    cfg = compose_cfg("attack=torchattacks", "attack.name=EOTPGD", "attack.kwargs.alpha=0.02")
+    validate_config(cfg)
+    runner = build(cfg.attack, key="attack", eps=0.1)
+    assert runner.kwargs["alpha"] == 0.02 and runner.settings()["alpha"] == 0.02
+    with pytest.raises(ConfigError) as error:
+        build(compose_cfg("attack=torchattacks", "attack.kwargs.alhpa=0.02").attack, key="attack", eps=0.1)
+    assert error.value.key == "attack.kwargs.alhpa"
+
+
+def test_torchattacks_returns_best_iterates_where_the_class_returns_clean_images():
+    """torchattacks.APGD returns the clean image for every point it did not fool; the runner
+    returns the most adversarial iterate the class evaluated instead."""
+    model = NoisyLinear(sigma=0.0)
+    x = torch.rand(6, 1, 8, 8)
+    y = model.linear(x).argmax(1)
+    runner = TorchAttacksRunner("APGD", eps=1e-4, n_iter=3, kwargs={"seed": 0})
+    x_adv = runner(model, x, y)
+    assert (x_adv != x).flatten(1).any(1).all()
+    assert ((x_adv - x).abs().flatten(1).amax(1) <= 1e-4 + 1e-7).all()
+    assert runner.last_verdict.all() and len(runner.last_trace["margin"]) >= 3
+    loss = torch.nn.functional.cross_entropy
+    assert loss(model.linear(x_adv), y, reduction="none").ge(loss(model.linear(x), y, reduction="none")).all()
+
+
+def test_torchattacks_budget_is_reduced_below_the_published_one_or_not_comparable():
+    assert TorchAttacksRunner("EOTPGD", eps=0.1, n_iter=20, n_eot=4).settings()["reduced_budget"] is True
+    assert TorchAttacksRunner("EOTPGD", eps=0.1, n_iter=200, n_eot=20).settings()["reduced_budget"] is False
+    settings = TorchAttacksRunner("PGD", eps=0.1, n_iter=200).settings()
+    assert settings["reduced_budget"] is None and "not comparable" in settings["budget_reference"]
+
+
+class PeakedModel(torch.nn.Module):
+    """Deterministic: the label's logit is 1 + 40 (mean(x) - 0.5)^2, class 1's 0, so the loss peaks
+    at mean(x) = 0.5 and fixed-size sign steps oscillate around the peak; nothing is ever fooled."""
+
+    def forward(self, x):
+        label = 1.0 + 40.0 * (x.flatten(1).mean(1) - 0.5) ** 2
+        return torch.stack([label, torch.zeros_like(label), *[torch.full_like(label, -5.0)] * 8], dim=1)
+
+
+def test_pgd_eot_returns_its_best_iterate_not_the_last():
+    model = PeakedModel()
+    x = 0.56 + 0.02 * torch.rand(8, 1, 8, 8)
+    y = torch.zeros(8, dtype=torch.long)
+    attack = PGDEOT(eps=0.2, n_iter=7, n_eot=1, step_size=0.03, random_start=False)
+    x_adv = attack(model, x, y)
+    last = attack.run_once(model, x, y, None)  # the same run, its final iterate
+    loss = torch.nn.functional.cross_entropy
+    best_loss, last_loss = loss(model(x_adv), y, reduction="none"), loss(model(last), y, reduction="none")
+    assert (best_loss >= last_loss).all() and (best_loss > last_loss + 1e-3).any()
+    # the best is the iterate closest to the peak: mean(x) within half a step of 0.5
+    assert ((x_adv.flatten(1).mean(1) - 0.5).abs() <= 0.015 + 1e-6).all()
+    assert attack.last_verdict.all() and attack.last_trace["run"] == ["run 0"] * 8  # 7 steps + the last iterate
 
 
 # ------------------------------------------------------------------------------ APGD-EOT
@@ -321,6 +378,27 @@ class GradInForward(torch.nn.Module):
         return self.linear(x + 0.0 * grad)
 
 
+@pytest.mark.parametrize(("version", "options"), [("rand", {"n_eot": 2}), ("standard", {})])
+def test_autoattack_matches_pyautoattack_where_it_fools_and_keeps_its_verdict(version, options):
+    """A deterministic model: the runner's loop makes pyautoattack's decisions (its verdict equals
+    run_standard_evaluation's robust points, bit for bit the same examples where it fooled), and
+    returns a moved, higher-loss iterate where pyautoattack returns the clean image."""
+    model = _linear_model()
+    x = torch.rand(8, 1, 8, 8)
+    y = model(x).argmax(1)
+    runner = AutoAttackRunner(eps=0.05, version=version, n_iter=5, **options)
+    reference, _ = runner.build(model, torch.device("cpu")).run_standard_evaluation(x, y, batch_size=8)
+    x_adv = runner(model, x, y)
+    robust = runner.last_verdict
+    assert torch.equal(robust, model(reference).argmax(1) == y) and 0 < int(robust.sum()) < 8
+    assert torch.equal(x_adv[~robust], reference[~robust])
+    assert torch.equal(reference[robust], x[robust])  # pyautoattack: the clean image
+    assert (x_adv[robust] != x[robust]).flatten(1).any(1).all()  # the runner: its best iterate
+    margin = LOSSES[AttackLoss.margin]
+    assert (margin(model(x_adv[robust]), y[robust]) > margin(model(x[robust]), y[robust])).all()
+    assert set(runner.last_trace["run"]) <= set(runner.settings()["attacks"])
+
+
 def test_autoattack_records_its_checks_per_call():
     x = torch.rand(8, 1, 8, 8)
     y = _linear_model()(x).argmax(1)
@@ -337,7 +415,9 @@ def test_autoattack_records_its_checks_per_call():
         assert set(runner.last_checks) == set(CHECKS)
         assert runner.settings()["checks"] == runner.last_checks  # the last call's
     assert flags["random"]["check_randomized"]["warned"] is True
-    assert "randomized defense" in flags["random"]["check_randomized"]["messages"][0]
+    message = flags["random"]["check_randomized"]["messages"][0]
+    assert "randomized defense" in message and "expected" in message  # no advice to use rand: it is in use
+    assert 'use version="rand"' not in message and "flags_doc" not in message
     assert flags["deterministic"]["check_randomized"] == {"warned": False, "messages": []}
     assert flags["dynamic"]["check_dynamic"]["warned"] is True
     assert flags["deterministic"]["check_dynamic"]["warned"] is False  # not carried over

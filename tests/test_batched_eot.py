@@ -81,12 +81,15 @@ def test_batched_and_looped_apgd_agree_exactly_on_a_deterministic_model():
     iterates, and the adversarial examples, are bit-identical between the loop and the batch."""
     model = NoisyLinear(scale=0.0).eval()
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    results = []
+    results, traces = [], []
     for chunk in (1, None):
         attack = APGDEOT(eps=0.1, n_iter=10, n_eot=2, eot_chunk=chunk)
         results.append(attack(model, x, y))
+        traces.append(attack.last_trace)
     assert torch.equal(results[0], results[1])
     assert not torch.equal(results[0], x)
+    # one trace entry per APGD iteration (and its start) either way, from the same logits
+    assert traces[0] == traces[1] and len(traces[0]["margin"]) == 10 + 1
 
 
 def test_autoattack_batches_eot_copies_into_one_call_per_gradient():

@@ -73,6 +73,14 @@ def test_result_files_agree_with_each_other(small_run):
     summary = (run_dir / "results.md").read_text()
     assert "eps = 0.15" in summary and "t_star=0.1" in summary and "| undefended |" in summary
     assert "majority vote of 10 |" in summary and "worst of 10 |" in summary
+    # AutoAttack's own robust accuracy next to the rescored rows, its checks as a readable list
+    assert "autoattack's own verdict |" in summary and "fresh purifications" in summary
+    assert "checks={" not in summary and "- attack checks:" in summary and "  - check_randomized: " in summary
+    assert "1 batch of 12:" in summary
+    verdict = sum(int(r["defended_protocol_robust"]) for r in rows)
+    assert verdict == stored["metrics"]["defended_robust_protocol"]["correct"]
+    traces = stored["attack_checks"][0]["traces"]["defended"]
+    assert set(traces) == {"run", "margin", "fooled_draws"} and {"apgd-ce"} <= set(traces["run"])
     assert (run_dir / "panel.png").read_bytes()[:4] == b"\x89PNG"
     assert stored["versions"]["torch"] and stored["seed"] == 0 and stored["budget"] == "cpu_quick"
     assert stored["subset"] == {"n_images": 12, "subset_seed": None, "subset_index": 0, "class_balanced": False}
@@ -94,6 +102,65 @@ def test_variants_and_grad_modes_run_end_to_end_and_say_what_they_used(
     summary = (tmp_path / "results.md").read_text()
     assert ("APPROXIMATION" in summary) is approximate
     assert f"defended ({purifier}, {grad_mode} gradients)" in summary
+
+
+def _results(attack: dict, attack_checks: list | None = None) -> dict:
+    """A results dict as the evaluate task writes it, with made-up accuracies."""
+    metric = {"value": 0.5, "ci_low": 0.3, "ci_high": 0.7, "n": 8, "correct": 4}
+    names = ("clean", "robust", "robust_protocol")
+    return {
+        "dataset": "digits",
+        "classifier": "digits_cnn",
+        "seed": 0,
+        "metrics": {f"{model}_{name}": metric for model in ("undefended", "defended") for name in names},
+        "attack": attack,
+        "purifier": {"name": "diffpure", "grad_mode": "full", "gradient": "exact", "t_star": 0.1},
+        "batches": {"n_batches": 1, "batch_size": 8, "computed_now": 1, "reused": 0, "store": "/store"},
+        "attack_checks": attack_checks or [],
+    }
+
+
+def test_table_without_an_attack_says_so_and_counts_one_batch():
+    from advpure.attacks.none import NoAttack
+    from advpure.evaluation.report import format_table
+
+    table = format_table(_results(NoAttack().settings()))
+    assert "full gradients" not in table and "defended (diffpure, no attack gradients), single draw" in table
+    assert "attack gradients through the purifier: none (attack none takes no gradients)" in table
+    assert "- attack: none\n" in table and "1 batch of 8:" in table and "1 batches" not in table
+
+
+def test_table_flags_torchattacks_budgets_reduced_or_not_comparable():
+    from advpure.attacks.torchattacks_runner import TorchAttacksRunner
+    from advpure.evaluation.report import format_table
+
+    reduced = format_table(_results(TorchAttacksRunner("EOTPGD", eps=0.1, n_iter=20, n_eot=4).settings()))
+    assert "REDUCED budget" in reduced
+    other = format_table(_results(TorchAttacksRunner("PGD", eps=0.1, n_iter=20).settings()))
+    assert "REDUCED" not in other and "budget not comparable to a published protocol" in other
+
+
+def test_table_renders_autoattack_checks_as_a_list_and_its_own_verdict():
+    import torch
+
+    from advpure.attacks.autoattack import AutoAttackRunner
+    from advpure.evaluation.report import format_table
+
+    x = torch.rand(4, 1, 8, 8)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    noisy = torch.nn.Sequential(torch.nn.Dropout(0.5), net).train()  # a randomized model
+    runner = AutoAttackRunner(eps=0.05, version="rand", n_iter=2, n_eot=1)
+    y = net(x).argmax(1)
+    runner(net, x, y)
+    undefended = runner.last_checks
+    runner(noisy, x, y)
+    checks = [{"batch": 0, "undefended": undefended, "defended": runner.last_checks, "nonfinite": []}]
+    table = format_table(_results(runner.settings(), checks))
+    assert "checks={" not in table and "flags_doc" not in table and 'use version="rand"' not in table
+    assert "  - check_randomized: warned (defended model in 1 of 1 batches): it seems to be a randomized" in table
+    assert "  - check_range_output: passed" in table
+    assert "| defended (diffpure, full gradients), autoattack's own verdict | | 50.00% [30.0, 70.0] |" in table
+    assert "its verdict is from the draws the attack saw while attacking" in table
 
 
 def test_too_many_images_is_refused_before_work(compose_cfg, tmp_path):
@@ -144,7 +211,10 @@ def test_cli_multirun_writes_one_folder_per_job_and_a_sweep_report(tmp_path):
     assert (sweep / "sweep.md").read_text().count("missing results.json") == 1
     assert f"sweep report: {sweep / 'sweep.md'}" in printed
     usage = subprocess.run([*command[:3], str(sweep / "nowhere")], capture_output=True, text=True, cwd=ROOT)
-    assert usage.returncode == 2 and "usage: python -m advpure.report" in usage.stderr
+    assert usage.returncode == 2 and f"error: {sweep / 'nowhere'} is not a folder" in usage.stderr
+    assert "Traceback" not in usage.stderr
+    helped = subprocess.run([*command[:3], "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert helped.returncode == 0 and "usage: python -m advpure.report" in helped.stdout
 
 
 def test_cli_ddp_on_two_cpu_processes_gathers_every_image(tmp_path):

@@ -1,5 +1,8 @@
 """Loading weights never unpickles: a planted pickle whose unpickling would create a file is refused
 on every path that reads a file the user (or a previous run) points at, and the file never appears.
+Every JSON reader refuses hostile JSON (wrong type, nested past the parser's limit) with a message
+naming the file, and a file that is no weights file at all (an image, an archive, a text page) is
+named as what it looks like.
 
 ``LOADERS`` lists every loading path; a new loader is one more entry (config overrides that point
 at the planted file, through what ``run.py`` does, or a direct call where building the network
@@ -8,11 +11,15 @@ would take too long for a test).
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 import re
+import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -171,3 +178,131 @@ def test_every_loader_is_listed():
     for key in ("diffusion.pretrained", "purifier.auxiliary.checkpoint", "guided_imagenet256"):
         assert key in listed
     assert (ROOT / "conf" / "diffusion" / "guided_imagenet256.yaml").is_file()
+
+
+# ------------------------------------------------------------------ JSON files and non-weights files
+
+# Valid JSON of the wrong type, JSON nested past Python's parser (a RecursionError), and not JSON.
+HOSTILE_JSON = {"list": "[1, 2]", "nested": "[" * 100_000 + "]" * 100_000, "not_json": "{'net': 1"}
+
+
+def _checkpoint_config(path: Path, _capsys) -> str:
+    """An advpure checkpoint (classifier/diffusion/purifier.auxiliary.checkpoint) whose JSON is ``path``."""
+    from safetensors.torch import save_file
+
+    from advpure.checkpoints import read_checkpoint
+
+    save_file({"weight": torch.zeros(1)}, str(path.with_suffix(".safetensors")))
+    with pytest.raises(AdvpureError) as error:
+        read_checkpoint(path.with_suffix(""))
+    return str(error.value)
+
+
+def _diffusers_config(path: Path, _capsys) -> str:
+    """A ``diffusion.pretrained`` folder whose config.json is ``path``."""
+    from advpure.diffusion.backbone import UNetEpsilon
+
+    path.rename(path.parent / "config.json")
+    with pytest.raises(AdvpureError) as error:
+        UNetEpsilon.from_pretrained(str(path.parent))
+    return str(error.value)
+
+
+def _score_sde_config(path: Path, capsys) -> str:
+    """The score_sde conversion command's ``--score-sde-config``."""
+    from advpure.diffusion.score_sde_weights import main
+
+    assert main([str(path.parent / "absent.pth"), str(path.parent / "out"), "--score-sde-config", str(path)]) == 2
+    return capsys.readouterr().err
+
+
+JSON_READERS: list[tuple[str, Callable[[Path, Any], str]]] = [
+    ("advpure checkpoint config", _checkpoint_config),
+    ("diffusion.pretrained config.json", _diffusers_config),
+    ("score_sde --score-sde-config", _score_sde_config),
+]
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_JSON))
+@pytest.mark.parametrize("read", [c[1] for c in JSON_READERS], ids=[c[0] for c in JSON_READERS])
+def test_json_readers_refuse_hostile_json_naming_the_file(tmp_path, capsys, read, kind):
+    """No RecursionError, AttributeError or JSONDecodeError escapes: one advpure message naming the file.
+    (The evaluation store's files are recomputed instead: tests/test_bad_inputs.py.)"""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    path = folder / "config.json"
+    path.write_text(HOSTILE_JSON[kind])
+    message = read(path, capsys)
+    assert str(folder) in message, message
+    assert {"list": "JSON list", "nested": "nested too deeply", "not_json": "not valid JSON"}[kind] in message
+
+
+def test_training_resume_info_that_is_hostile_json_counts_as_no_epochs(tmp_path):
+    from advpure.training.resume import LAST_INFO, last_epochs
+
+    for text in HOSTILE_JSON.values():
+        (tmp_path / LAST_INFO).write_text(text)
+        assert last_epochs(tmp_path) == 0
+
+
+def _png(path: Path) -> None:
+    shutil.copyfile(ROOT / "checkpoints" / "digits" / "diffusion_samples.png", path)
+
+
+def _zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("weights/model.pth", b"\x80\x02")
+
+
+def _misnamed_safetensors(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(2)}, str(path))
+
+
+# (id, file name, how to write it, what the message must call it)
+FOREIGN_FILES: list[tuple[str, str, Callable[[Path], None], str]] = [
+    ("png", "weights.pth", _png, "a PNG image"),
+    ("jpeg", "weights.pt", lambda p: p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64)), "a JPEG image"),
+    ("gzip", "weights.pth", lambda p: p.write_bytes(gzip.compress(b"weights")), "gzip"),
+    ("zip, not torch.save", "weights.pth", _zip, "a ZIP archive that is not a torch.save file"),
+    ("git-lfs pointer", "weights.pt", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\n"), "LFS"),
+    ("html page", "weights.pth", lambda p: p.write_text("<!DOCTYPE html><html>login</html>"), "an HTML page"),
+    ("text", "weights.pt", lambda p: p.write_text("these are not weights\n"), "a text file"),
+    ("empty", "weights.pt", lambda p: p.write_bytes(b""), "an empty file"),
+    ("png named .safetensors", "weights.safetensors", _png, "a PNG image"),
+    ("safetensors named .pth", "weights.pth", _misnamed_safetensors, "rename it to end in .safetensors"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "looks_like"), [c[1:] for c in FOREIGN_FILES], ids=[c[0] for c in FOREIGN_FILES]
+)
+@pytest.mark.parametrize("key", ["classifier.weights", "diffusion.weights"])
+def test_non_weights_files_are_named_by_what_they_look_like(tmp_path, key, name, write, looks_like):
+    """An image, archive or text file given as weights is named as what it is, never called a pickle."""
+    from advpure.weights_files import read_weights_file
+
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(AdvpureError) as error:
+        read_weights_file(path, key=key, expected="a state dict")
+    message = str(error.value)
+    assert str(path) in message and key in message and looks_like in message and "Fix:" in message
+    assert "pickle" not in message.lower() and "weights_only" not in message
+
+
+@pytest.mark.parametrize("kind", ["torch zip", "torch legacy", "safetensors"])
+def test_weights_files_are_not_mistaken_for_foreign_files(tmp_path, kind):
+    from safetensors.torch import save_file
+
+    from advpure.weights_files import describe_foreign_file, read_weights_file
+
+    state = {"weight": torch.arange(3.0)}
+    path = tmp_path / ("w.safetensors" if kind == "safetensors" else "w.pth")
+    if kind == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=kind == "torch zip")
+    assert describe_foreign_file(path) is None
+    assert torch.equal(read_weights_file(path, key="classifier.weights", expected="")["weight"], state["weight"])

@@ -70,8 +70,13 @@ def test_fingerprint_ignores_number_neutral_keys_and_follows_everything_else(com
 
 def test_store_reuses_a_batch_only_for_the_same_images(tmp_path):
     store = BatchStore(tmp_path, {"a": 1})
-    store.save(0, {"indices": [4, 5], "records": [{"index": 4}, {"index": 5}]})
-    assert store.load(0, [4, 5])["records"][1] == {"index": 5}
+    columns = ("label", "undefended_clean_pred", "undefended_adv_pred", "defended_clean_pred", "defended_adv_pred")
+    records = [
+        {"index": i, **dict.fromkeys(columns, 1), "defended_clean_draws": "1", "defended_adv_draws": "1"}
+        for i in (4, 5)
+    ]
+    store.save(0, {"indices": [4, 5], "records": records})
+    assert store.load(0, [4, 5])["records"][1] == records[1]
     assert store.load(0, [4, 6]) is None and store.load(1, [4, 5]) is None
     store.batch_path(1).write_text('{"indices": [7')  # a foreign, truncated file is recomputed
     assert store.load(1, [7]) is None

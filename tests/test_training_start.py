@@ -46,5 +46,5 @@ def test_init_from_of_another_architecture_is_a_named_error(compose_cfg, tmp_pat
 
 def test_empty_init_from_is_a_config_error(compose_cfg, tmp_path):
     cfg = compose_cfg(*FROZEN, "task.init_from=''", f"paths.training={tmp_path / 'state'}")
-    with pytest.raises(ConfigError, match="task.init_from"):
+    with pytest.raises(ConfigError, match=r"task\.init_from"):
         run_task(cfg, RunContext(tmp_path / "run"))

@@ -5,6 +5,10 @@ content is written to a temporary file beside the target and renamed onto it, so
 resumed run) sees either the old file or the complete new one. A write that fails (full disk,
 read-only folder, no permission) removes its temporary file, leaves the old file untouched and
 raises :class:`~advpure.errors.OutputError` naming the path and the fix.
+
+Every JSON file advpure reads back goes through :func:`read_json`, which checks the type the
+reader expects and turns unreadable, malformed or pathologically nested files into one
+:class:`JsonFileError` naming the path.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advpure.errors import OutputError
+from advpure.errors import AdvpureError, OutputError
 
 _FIXES = {
     errno.ENOSPC: "free disk space, or write elsewhere (hydra.run.dir=<folder>, paths.evaluations=<folder>)",
@@ -83,3 +87,53 @@ def require_writable(folder: str | Path, key: str) -> Path:
         raise OutputError(f"{key} is not writable: {error}") from None
     probe.unlink(missing_ok=True)
     return folder
+
+
+class JsonFileError(AdvpureError, ValueError):
+    """A JSON file cannot be used: unreadable, not valid JSON, nested too deeply to parse, or valid
+    JSON of another type than the reader expects. ``path`` and ``problem`` say which and why."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+_JSON_TYPES = {
+    dict: "a JSON object ({...})",
+    list: "a JSON list ([...])",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
+
+
+def read_json(path: str | Path, expected: type | tuple[type, ...] = dict) -> Any:
+    """The content of the JSON file ``path``, checked to be of type ``expected`` (an object by default).
+
+    Raises:
+        JsonFileError: naming ``path``, if it cannot be read, is not valid UTF-8 JSON, is nested too
+            deeply for Python's parser (a hostile file: no RecursionError escapes), or holds another type.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise JsonFileError(path, "is not a text file (not UTF-8), so not JSON") from None
+    except OSError as error:
+        raise JsonFileError(path, f"cannot be read: {os.strerror(error.errno) if error.errno else error}") from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise JsonFileError(
+            path, f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise JsonFileError(path, "is nested too deeply to read (deeper than Python's recursion limit)") from None
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if not isinstance(content, kinds) or (bool not in kinds and isinstance(content, bool)):
+        wanted = " or ".join(dict.fromkeys(_JSON_TYPES.get(kind, kind.__name__) for kind in kinds))
+        found = _JSON_TYPES.get(type(content), type(content).__name__)
+        raise JsonFileError(path, f"holds {found}, expected {wanted}")
+    return content

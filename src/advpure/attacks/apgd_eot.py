@@ -3,10 +3,11 @@
 APGD's own step-size schedule, momentum and checkpoints; each iteration averages the gradient
 over ``n_eot`` forward passes of the (random) model, batched into calls of ``eot_chunk`` copies
 (:mod:`advpure.attacks.batched_eot`; ``eot_chunk=1`` is APGD's loop of single calls).
-Restarts attack only the images no earlier restart fooled. An image APGD
-fooled (one draw misclassified it at some iterate) returns that iterate, as APGD's ``perturb``
-does; an image it did not fool returns its highest-loss iterate (``perturb`` would return the
-clean image, which wastes the attack on a randomized defense that is scored again afterwards).
+Restarts attack only the images no earlier restart fooled (:meth:`Attack.best_of_runs`). An image
+APGD fooled (one draw misclassified it at some iterate) returns that iterate, as APGD's ``perturb``
+does; an image it did not fool returns its highest-loss iterate over all restarts (``perturb``
+would return the clean image, which wastes the attack on a randomized defense that is scored
+again afterwards).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pyautoattack.autopgd_base import APGDAttack
 from torch import nn
 
 from advpure.attacks.autoattack import set_apgd_iterations
+from advpure.attacks.base import Attack, Run, Trace, TracedModel, broadcast
 from advpure.attacks.batched_eot import batch_eot, eot_description
 from advpure.config.enums import AttackLoss, Norm
 from advpure.errors import ConfigError
@@ -28,7 +30,7 @@ PUBLISHED_EOT = 20
 APGD_LOSSES = (AttackLoss.ce, AttackLoss.dlr)
 
 
-class APGDEOT:
+class APGDEOT(Attack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     Args:
@@ -45,6 +47,14 @@ class APGDEOT:
     """
 
     name = "apgd_eot"
+    verdict_rule = (
+        "robust unless APGD saw a draw misclassify one of its iterates (the last of the n_eot draws at each "
+        "iterate, APGD's own bookkeeping)"
+    )
+    selection = (
+        "per point: the iterate at which APGD saw a draw misclassify it; else, over restarts, the iterate with "
+        "the highest loss APGD recorded (one draw per iterate)"
+    )
 
     def __init__(
         self,
@@ -58,8 +68,7 @@ class APGDEOT:
         seed: int = 0,
         eot_chunk: int | None = None,
     ) -> None:
-        self.eps = float(eps)
-        self.norm = Norm(norm)
+        super().__init__(eps, norm)
         self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
         self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
         self.n_restarts = int(n_restarts)
@@ -92,33 +101,29 @@ class APGDEOT:
         batch_eot(apgd, model, self.n_eot, self.eot_chunk)
         return apgd
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach().float()
-        apgd = self.build(model, x.device)
+        trace = Trace()
+        traced = TracedModel(model, trace)
+        apgd = self.build(traced, x.device)
         apgd.init_hyperparam(x)
         torch.random.manual_seed(self.seed)
-        x_adv = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        remaining = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.n_restarts):
-            index = remaining.nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            x_best, robust, loss_best, x_best_adv = apgd.attack_single_run(x[index], y[index])
-            fooled = ~robust.bool()
-            better = loss_best > best_loss[index]
-            chosen = torch.where(fooled.view(-1, *[1] * (x.ndim - 1)), x_best_adv, x_best)
-            take = fooled | better
-            x_adv[index[take]] = chosen[take].detach()
-            best_loss[index[better]] = loss_best[better]
-            remaining[index[fooled]] = False
-        return x_adv
 
-    def settings(self) -> dict[str, Any]:
+        def run(xs: torch.Tensor, ys: torch.Tensor) -> Run:
+            with traced.labelled(ys, self.n_eot):
+                x_best, robust, loss_best, x_best_adv = apgd.attack_single_run(xs, ys)
+            fooled = ~robust.bool()
+            chosen = torch.where(broadcast(fooled, xs), x_best_adv, x_best)
+            return Run(chosen.detach(), fooled, torch.stack([fooled.float(), loss_best.float()], dim=1))
+
+        best = self.best_of_runs(x, y, self.n_restarts, run, trace)
+        self.last_verdict = ~best.fooled
+        self.last_trace = trace.data
+        self.last_checks = None
+        return best.x_adv
+
+    def options(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "norm": self.norm.value,
-            "eps": self.eps,
             "n_iter": self.n_iter,
             "n_eot": self.n_eot,
             "eot": eot_description(self.eot_chunk, self.n_eot),

@@ -15,9 +15,13 @@ Checks, one per iterate x_0 = x, ..., x_n_iter: the batched ``n_eot`` draws that
 gradient also give a cheap prediction (mean logits of the ``n_eot`` draws); only an image that
 this prediction misclassifies gets the full check of ``n_defense_reps`` draws, and it is broken
 if that check misclassifies it too (the reference's ``eot_defense_verification``). A broken image
-stays broken: it is neither attacked nor checked again, and returns the iterate at which it broke;
-an image never broken returns the last iterate. The reference checks x twice (a baseline pass,
-then step 0); here x is checked once.
+stays broken: it is neither attacked nor checked again, and returns the iterate at which it broke
+(the clean image when it broke at x itself, step 0). An image never broken returns its iterate of
+highest attack loss (cross-entropy of the n_eot draws' mean logits, computed for every iterate
+by the call that gives its gradient or, for the last, its gate), never the clean image unless no
+step moved it: the reference returns the last iterate, which is scored again afterwards on fresh
+purifications however far the loss fell. The reference checks x twice (a baseline pass, then
+step 0); here x is checked once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advpure.attacks.base import Attack, Candidates, Run, Trace
 from advpure.config.enums import Norm
 from advpure.errors import ConfigError
 
@@ -37,7 +42,7 @@ PUBLISHED_DEFENSE_REPS = 150
 PUBLISHED_STEP_SIZE = 2 / 255
 
 
-class BPDAEOT:
+class BPDAEOT(Attack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     After each call ``last_verdict`` (B,) bool is True where the protocol counts the image as
@@ -56,6 +61,14 @@ class BPDAEOT:
     """
 
     name = "bpda_eot"
+    verdict_rule = (
+        "robust unless a defense check (argmax of the mean logits of n_defense_reps draws) misclassified one of "
+        "its iterates; checked only where the mean logits of the step's n_eot draws misclassified it"
+    )
+    selection = (
+        "per point: the iterate at which it broke; else the iterate with the highest cross-entropy of the mean "
+        "logits of its n_eot draws (the attack loss)"
+    )
 
     def __init__(
         self,
@@ -69,14 +82,12 @@ class BPDAEOT:
     ) -> None:
         if Norm(norm) != Norm.Linf:
             raise ConfigError("attack.norm", "BPDA+EOT is a Linf protocol", "use attack.norm=Linf, or attack=pgd_eot")
-        self.norm = Norm.Linf
-        self.eps = float(eps)
+        super().__init__(eps, Norm.Linf)
         self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
         self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
         self.n_defense_reps = PUBLISHED_DEFENSE_REPS if n_defense_reps is None else int(n_defense_reps)
         self.step_size = PUBLISHED_STEP_SIZE if step_size is None else float(step_size)
         self.defense_chunk = None if defense_chunk is None else int(defense_chunk)
-        self.last_verdict: torch.Tensor | None = None
 
     def eot_logits_and_gradient(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool
@@ -108,9 +119,20 @@ class BPDAEOT:
             total = logits if total is None else total + logits
         return (total / self.n_defense_reps).argmax(1)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach()
+        trace = Trace()
+        best = self.best_of_runs(x, y, 1, lambda xs, ys: self.run_once(model, xs, ys, trace), trace)
+        self.last_verdict = ~best.fooled
+        self.last_trace = trace.data
+        self.last_checks = None
+        return best.x_adv
+
+    def run_once(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, trace: Trace | None = None) -> Run:
+        """The protocol on x (b, C, H, W): per point the iterate at which it broke, else its
+        highest-loss iterate; key (broken, loss); fooled = broken."""
         x_adv = x.clone()
+        best = Candidates(x)
         defended = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for step in range(self.n_iter + 1):
             active = defended.nonzero().squeeze(1)
@@ -122,20 +144,21 @@ class BPDAEOT:
             if suspects.numel() > 0:
                 predicted = self.defense_prediction(model, x_adv[suspects], max_call=self.n_eot * x.shape[0])
                 defended[suspects] = predicted == y[suspects]
+            broken = ~defended[active]
+            loss = F.cross_entropy(mean_logits, y[active], reduction="none")
+            best.offer(active, x_adv[active], torch.stack([broken.float(), loss], dim=1), broken)
+            if trace is not None:
+                trace.record(mean_logits, y[active])
             if attack_step:
                 still = defended[active]
                 index = active[still]
                 stepped = x_adv[index] + self.step_size * grad[still].sign()
                 delta = (stepped - x[index]).clamp(-self.eps, self.eps)
                 x_adv[index] = (x[index] + delta).clamp(0.0, 1.0)
-        self.last_verdict = defended.clone()
-        return x_adv
+        return Run(best.x_adv, best.fooled, best.key)
 
-    def settings(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "norm": self.norm.value,
-            "eps": self.eps,
             "n_iter": self.n_iter,
             "n_eot": self.n_eot,
             "n_defense_reps": self.n_defense_reps,

@@ -3,7 +3,11 @@
 Each step averages the gradient of the loss over ``n_eot`` independent forward passes of the
 (random) model, batched into one call of n_eot * B images, then takes a steepest-ascent step of
 ``step_size`` in the threat model's norm and projects back onto the eps-ball and [0, 1].
-Restarts attack only the images no earlier restart fooled (checked with one forward pass).
+Every iterate (the start, each step, the last one) is judged by the n_eot draws of its call (the
+last iterate by one call without gradients): per point the run keeps the iterate with the largest
+fraction of misclassifying draws, ties broken by the larger mean loss over the draws (the EOT
+objective), not the last iterate. Restarts attack only the images no earlier restart fooled (some
+draw misclassified one of their iterates).
 Lee & Kim (ICCV 2023) protocol: 200 steps, EOT 20, step 0.007, Linf eps 8/255 (``pgd_eot_leekim``).
 """
 
@@ -14,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advpure.attacks.base import Attack, Candidates, Run, Trace
 from advpure.attacks.geometry import GEOMETRIES, clip_to_image
 from advpure.attacks.losses import LOSSES
 from advpure.config.enums import AttackLoss, Norm
@@ -22,7 +27,7 @@ PUBLISHED_STEPS = 200
 PUBLISHED_EOT = 20
 
 
-class PGDEOT:
+class PGDEOT(Attack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     Args:
@@ -38,6 +43,11 @@ class PGDEOT:
     """
 
     name = "pgd_eot"
+    verdict_rule = "robust unless one of the n_eot draws at one of its iterates (start, steps, last) misclassified it"
+    selection = (
+        "per point, over restarts and iterates: the iterate with the largest fraction of its n_eot draws "
+        "misclassifying, ties broken by the larger mean loss over those draws (the EOT objective)"
+    )
 
     def __init__(
         self,
@@ -51,8 +61,7 @@ class PGDEOT:
         loss: AttackLoss = AttackLoss.ce,
         seed: int = 0,
     ) -> None:
-        self.eps = float(eps)
-        self.norm = Norm(norm)
+        super().__init__(eps, norm)
         self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
         self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
         self.step_size = 2.5 * self.eps / self.n_iter if step_size is None else float(step_size)
@@ -61,48 +70,93 @@ class PGDEOT:
         self.loss = AttackLoss(loss)
         self.seed = int(seed)
 
+    def eot_step(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One batched call of n_eot copies of x_adv (b, C, H, W): the logits (n_eot * b, K) (copy
+        k of point i at row k * b + i), the per-draw losses (n_eot, b) and, if asked, the sum over
+        draws of d loss / d x_adv (b, C, H, W)."""
+        with torch.set_grad_enabled(with_gradient):
+            batch = x_adv.detach().repeat(self.n_eot, *[1] * (x_adv.ndim - 1)).requires_grad_(with_gradient)
+            logits = model(batch)
+            losses = LOSSES[self.loss](logits, y.repeat(self.n_eot))
+            grad = None
+            if with_gradient:
+                (tiled,) = torch.autograd.grad(losses.sum(), batch)
+                grad = tiled.view(self.n_eot, *x_adv.shape).sum(0)
+        return logits.detach(), losses.detach().view(self.n_eot, -1), grad
+
     def eot_gradient(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over n_eot forward passes of d loss / d x_adv, from one batched call: (B, C, H, W)."""
-        batch = x_adv.detach().repeat(self.n_eot, *[1] * (x_adv.ndim - 1)).requires_grad_(True)
-        objective = LOSSES[self.loss](model(batch), y.repeat(self.n_eot)).sum()
-        (grad,) = torch.autograd.grad(objective, batch)
-        return grad.view(self.n_eot, *x_adv.shape).sum(0)
+        _, _, grad = self.eot_step(model, x_adv, y)
+        return grad if grad is not None else torch.zeros_like(x_adv)
 
     def run_once(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """One PGD run from a (random) start: the final iterate, within the ball and [0, 1].
-        ``generator``: for the random start (``None``: torch's global generator)."""
+        """One PGD run from a (random) start on x (b, C, H, W): the final iterate, within the ball
+        and [0, 1] (adversarial training's PGD; the attack keeps each point's best iterate,
+        :meth:`best_run`). ``generator``: for the random start (``None``: torch's global one)."""
+        return self._iterate(model, x, y, generator, None, None)
+
+    def best_run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None,
+        trace: Trace | None = None,
+    ) -> Run:
+        """One PGD run on x (b, C, H, W), judging every iterate (the last one by an extra call
+        without gradients): per point its best iterate, key (fraction of the iterate's n_eot draws
+        misclassifying, mean loss over them) and whether a draw misclassified one of its iterates."""
+        best = Candidates(x)
+        self._iterate(model, x, y, generator, best, trace)
+        return Run(best.x_adv, best.fooled, best.key)
+
+    def _iterate(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None,
+        best: Candidates | None,
+        trace: Trace | None,
+    ) -> torch.Tensor:
+        """The PGD loop; offers every iterate to ``best`` when given. Returns the final iterate."""
         geometry = GEOMETRIES[self.norm]
         delta = geometry.start(x, self.eps, generator) if self.random_start else torch.zeros_like(x)
         delta = clip_to_image(x, delta)
-        for _ in range(self.n_iter):
-            grad = self.eot_gradient(model, x + delta, y)
-            delta = geometry.project(delta + self.step_size * geometry.ascent(grad), self.eps)
-            delta = clip_to_image(x, delta).detach()
+        everyone = torch.arange(x.shape[0], device=x.device)
+        for step in range(self.n_iter + (best is not None)):
+            attack_step = step < self.n_iter
+            logits, losses, grad = self.eot_step(model, x + delta, y, attack_step)
+            if best is not None:
+                wrong = (logits.argmax(1) != y.repeat(self.n_eot)).view(self.n_eot, -1).float()
+                key = torch.stack([wrong.mean(0), losses.mean(0)], dim=1)
+                best.offer(everyone, x + delta, key, wrong.amax(0).bool())
+            if trace is not None:
+                trace.record(logits, y.repeat(self.n_eot))
+            if grad is not None:
+                delta = geometry.project(delta + self.step_size * geometry.ascent(grad), self.eps)
+                delta = clip_to_image(x, delta).detach()
         return (x + delta).detach()
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
         generator = torch.Generator(device=x.device)
         generator.manual_seed(self.seed)
-        x_adv = x.detach().clone()
-        remaining = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        for _ in range(self.n_restarts):
-            index = remaining.nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            candidate = self.run_once(model, x[index], y[index], generator)
-            x_adv[index] = candidate
-            with torch.no_grad():
-                fooled = model(candidate).argmax(1) != y[index]
-            remaining[index[fooled]] = False
-        return x_adv
+        trace = Trace()
+        best = self.best_of_runs(
+            x, y, self.n_restarts, lambda xs, ys: self.best_run(model, xs, ys, generator, trace), trace
+        )
+        self.last_verdict = ~best.fooled
+        self.last_trace = trace.data
+        self.last_checks = None
+        return best.x_adv
 
-    def settings(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "norm": self.norm.value,
-            "eps": self.eps,
             "n_iter": self.n_iter,
             "n_eot": self.n_eot,
             "step_size": self.step_size,

@@ -145,6 +145,7 @@ class TaskName(str, Enum):
     train_classifier = "train_classifier"
     train_diffusion = "train_diffusion"
     train_agdm_aux = "train_agdm_aux"
+    certify = "certify"
 
 
 class Accelerator(str, Enum):

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
-from advpure.config.checks import require_at_least, require_interval
+from advpure.config.checks import (
+    require_at_least,
+    require_interval,
+    require_path,
+    require_seed,
+    require_step_fits,
+)
 from advpure.config.enums import (
     Accelerator,
     AttackLoss,
@@ -66,6 +72,7 @@ class DigitsSchema(DatasetSchema):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_interval("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        require_seed("split_seed", self.split_seed)
 
 
 @dataclass
@@ -123,6 +130,7 @@ class CelebAHQSchema(DatasetSchema):
         super().__post_init__()
         require_at_least("image_size", self.image_size, 1)
         require_interval("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        require_seed("split_seed", self.split_seed)
 
 
 @dataclass
@@ -167,6 +175,8 @@ class ClassifierSchema(ModelSchema):
     weights: str | None = None
 
     def __post_init__(self) -> None:
+        require_path("checkpoint", self.checkpoint)
+        require_path("weights", self.weights)
         if self.checkpoint is not None and self.weights is not None:
             from advpure.errors import ConfigError
 
@@ -207,6 +217,8 @@ class DiffusionSchema(ModelSchema):
     def __post_init__(self) -> None:
         if self.image_size is not None:
             require_at_least("image_size", self.image_size, 1)
+        for key in ("checkpoint", "pretrained", "weights"):
+            require_path(key, getattr(self, key))
         chosen = [key for key in ("checkpoint", "pretrained", "weights") if getattr(self, key) is not None]
         if len(chosen) > 1:
             from advpure.errors import ConfigError
@@ -265,6 +277,7 @@ class ReversePurifierSchema(PurifierSchema):
 
     def __post_init__(self) -> None:
         require_interval("t_star", self.t_star, 0.0, 1.0, low_open=True)
+        require_seed("seed", self.seed, allow_none=True)
         self.check_variant()
         if self.surrogate is not None:
             _check_surrogate(self.surrogate)
@@ -282,7 +295,8 @@ class VPGridSchema(ReversePurifierSchema):
     beta_max: float = 20.0
 
     def check_variant(self) -> None:
-        require_interval("dt", self.dt, 0.0, self.t_star, low_open=True)
+        require_interval("dt", self.dt, 0.0, 1.0, low_open=True)
+        require_step_fits(self.t_star, self.dt, usual_t_star=type(self).t_star, usual_dt=VPGridSchema.dt)
         require_interval("beta_min", self.beta_min, 0.0, low_open=True)
         require_interval("beta_max", self.beta_max, self.beta_min, low_open=True)
 
@@ -471,6 +485,7 @@ class AutoAttackSchema(AttackSchema):
         super().__post_init__()
         require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
         require_at_least("eot_chunk", self.eot_chunk, 1, allow_none=True)
+        require_seed("seed", self.seed)
 
 
 @dataclass
@@ -489,6 +504,7 @@ class PGDEOTSchema(AttackSchema):
         super().__post_init__()
         require_interval("step_size", self.step_size, 0.0, low_open=True, allow_none=True)
         require_at_least("n_restarts", self.n_restarts, 1)
+        require_seed("seed", self.seed)
 
 
 @dataclass
@@ -508,6 +524,7 @@ class APGDEOTSchema(AttackSchema):
         require_at_least("n_restarts", self.n_restarts, 1)
         require_interval("rho", self.rho, 0.0, 1.0, low_open=True, high_open=True)
         require_at_least("eot_chunk", self.eot_chunk, 1, allow_none=True)
+        require_seed("seed", self.seed)
         if self.loss == AttackLoss.margin:
             from advpure.errors import ConfigError
 
@@ -538,12 +555,62 @@ class BPDAEOTSchema(AttackSchema):
 
 
 @dataclass
+class DiffHammerSchema(AttackSchema):
+    """DiffHammer (Wang et al., NeurIPS 2024): selective EM aggregation over ``n_eot`` purification
+    draws (null: 10) with gradient grafting, APGD ``n_iter`` iterations (null: 50) per restart,
+    ``n_restarts`` (null: 3) cycling through ``losses``."""
+
+    _target_: str = "advpure.attacks.diffhammer.DiffHammer"
+    n_restarts: int | None = None
+    losses: list[AttackLoss] = field(default_factory=lambda: [AttackLoss.margin, AttackLoss.ce, AttackLoss.dlr])
+    em_steps: int = 5
+    em_lam: float = 1.0
+    em_alpha: float = 0.5
+    restart_below: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
+        require_at_least("em_steps", self.em_steps, 0)
+        require_interval("em_lam", self.em_lam, 0.0, low_open=True)
+        require_interval("em_alpha", self.em_alpha, 0.0)
+        require_interval("restart_below", self.restart_below, 0.0, 1.0)
+        if not self.losses:
+            from advpure.errors import ConfigError
+
+            raise ConfigError("losses", "is empty", "list some of ce, margin, dlr (published: [margin, ce, dlr])")
+        require_seed("seed", self.seed)
+
+
+@dataclass
+class StrongestSchema(AttackSchema):
+    """The ensemble (:mod:`advpure.attacks.strongest`): ``members`` (name -> an attack option's
+    node, composed from conf/attack/ in conf/attack/strongest.yaml), each point kept from the member
+    that does worst under ``n_score`` fresh draws. The members are built by the ensemble itself
+    (``_recursive_: false``), with its eps and norm."""
+
+    _target_: str = "advpure.attacks.strongest.StrongestAttack"
+    _recursive_: bool = False
+    members: dict[str, Any] = field(default_factory=dict)
+    n_score: int = 10
+    score_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("n_score", self.n_score, 1)
+        require_at_least("score_chunk", self.score_chunk, 1, allow_none=True)
+
+
+@dataclass
 class TorchAttacksSchema(AttackSchema):
-    """A torchattacks attack by class ``name``; ``kwargs`` go to its constructor."""
+    """A torchattacks attack by class ``name``; ``kwargs`` go to its constructor. ``kwargs`` is an
+    open dict (``attack.kwargs.alpha=0.02`` needs no ``+``); a keyword the class does not take is a
+    ``ConfigError`` naming ``attack.kwargs.<key>`` when the attack is built."""
 
     _target_: str = "advpure.attacks.torchattacks_runner.TorchAttacksRunner"
     name: str = "EOTPGD"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=lambda: DictConfig({}, flags={"struct": False}))
 
 
 # ----------------------------------------------------------------------------- hardware
@@ -665,6 +732,7 @@ class EvaluateTaskSchema(TaskSchema):
 
     def __post_init__(self) -> None:
         require_at_least("subset_index", self.subset_index, 0)
+        require_seed("subset_seed", self.subset_seed, allow_none=True)
         if self.class_balanced and self.subset_seed is None:
             from advpure.errors import ConfigError
 
@@ -701,6 +769,7 @@ class TrainClassifierTaskSchema(TaskSchema):
     lr: float = 1e-3
     weight_decay: float = 5e-4
     adversarial: AdversarialTrainingSchema = field(default_factory=AdversarialTrainingSchema)
+    init_from: str | None = None  # an advpure checkpoint to start from (null: random initialization)
     export_to: str | None = None
     resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
@@ -725,6 +794,7 @@ class TrainDiffusionTaskSchema(TaskSchema):
     grad_clip: float = 1.0
     n_samples: int = 64
     sample_dt: float = 1e-3
+    init_from: str | None = None  # an advpure checkpoint to start from (null: random initialization)
     export_to: str | None = None
     resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
@@ -792,6 +862,7 @@ class TrainAgdmAuxTaskSchema(TaskSchema):
     trades: TradesSchema = field(default_factory=TradesSchema)
     noise: DiffusionLevelsSchema = field(default_factory=DiffusionLevelsSchema)
     eval_steps: int = 20
+    init_from: str | None = None  # an advpure checkpoint to start from (null: random initialization)
     export_to: str | None = None
     resume: bool = True  # continue an identical, interrupted training from its last epoch (paths.training)
 
@@ -833,6 +904,9 @@ class RootSchema:
     seed: int = 0
     budget: str = "published"
 
+    def __post_init__(self) -> None:
+        require_seed("seed", self.seed)
+
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {
@@ -859,6 +933,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "pgd_eot": PGDEOTSchema,
         "apgd_eot": APGDEOTSchema,
         "bpda_eot": BPDAEOTSchema,
+        "diffhammer": DiffHammerSchema,
+        "strongest": StrongestSchema,
         "torchattacks": TorchAttacksSchema,
     },
     "hardware": {"base": HardwareSchema},
@@ -870,6 +946,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "train_agdm_aux": TrainAgdmAuxTaskSchema,
     },
 }
+
+# task=certify's schema (its own module) extends TaskSchema above, so it is imported after it.
+from advpure.config.schema_certify import CertifyTaskSchema  # noqa: E402
+
+SCHEMAS["task"]["certify"] = CertifyTaskSchema
 
 
 def register_schemas() -> None:

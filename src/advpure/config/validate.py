@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -11,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from advpure.config.schema import RootSchema
 from advpure.errors import ConfigError
+from advpure.io import JsonFileError, read_json
 
 GROUPS = ("dataset", "classifier", "diffusion", "purifier", "attack", "hardware", "logger", "task")
 
@@ -201,8 +201,8 @@ def _check_checkpoint_net(key: str, checkpoint: str, expected: tuple[int, int], 
 
     config_path = checkpoint_paths(checkpoint)[1]
     try:
-        recorded = json.loads(config_path.read_text()).get("net")
-    except (OSError, ValueError, AttributeError):
+        recorded = read_json(config_path, dict).get("net")
+    except JsonFileError:
         return
     problem = _mismatch(*_net_images(recorded if isinstance(recorded, dict) else {}), expected)
     if problem:

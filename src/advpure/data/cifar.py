@@ -4,7 +4,9 @@ The python version stores each batch as a pickle. advpure never lets a data file
 batches are read with an unpickler that rebuilds only numpy arrays and plain containers (dicts,
 lists, strings, numbers) and refuses every other global, so a planted file fails with an error
 instead of executing. ``verify`` (default) also checks each file's MD5 against the official
-archive's (torchvision's list), catching truncated or foreign files before any work.
+archive's (torchvision's list), catching truncated or foreign files before any work. Whatever
+``verify`` says, every batch read must hold uint8 images of 3x32x32 and one integer label per image
+in the class range (``verify=false`` skips only the MD5 check, e.g. for a rebuilt archive).
 """
 
 from __future__ import annotations
@@ -85,6 +87,46 @@ def read_batch(path: Path, verify_md5: str | None = None) -> dict[str, Any]:
     return batch
 
 
+def check_batch(batch: dict[str, Any], path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, labels (N,) int64)`` of a batch read by :func:`read_batch`.
+
+    Raises:
+        DataError: naming the file, unless ``data`` is a uint8 array of N images of 3x32x32 (as
+            (N, 3072) or (N, 3, 32, 32)) and ``label_key`` holds N integers in ``[0, num_classes)``.
+    """
+    fix = (
+        "Fix: use the official archive (dataset.download=true on a machine with network fetches it), or "
+        f"rebuild the file with uint8 images and labels in [0, {num_classes - 1}]"
+    )
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        found = f"a {data.dtype} array" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise DataError(f"{path}: 'data' is {found}, not uint8 image bytes (the CIFAR layout). {fix}")
+    if data.shape[1:] not in ((3072,), (3, 32, 32)):
+        raise DataError(
+            f"{path}: 'data' has shape {tuple(data.shape)}, not (N, 3072) or (N, 3, 32, 32) (CIFAR's 3x32x32 "
+            f"images). {fix}"
+        )
+    if label_key not in batch:
+        raise DataError(f"{path} has no '{label_key}' entry (the labels of {path.parent.name}). {fix}")
+    try:
+        labels = np.asarray(batch[label_key])
+    except (TypeError, ValueError):
+        labels = np.asarray([], dtype=object)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
+        raise DataError(
+            f"{path}: '{label_key}' must be {len(data)} integers (one per image), not "
+            f"{labels.dtype} values of shape {tuple(labels.shape)}. {fix}"
+        )
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        raise DataError(
+            f"{path}: {int(outside.sum())} labels outside the {num_classes} classes [0, {num_classes - 1}] "
+            f"(e.g. {labels[outside][:5].tolist()}). {fix}"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 class ArrayImages(Dataset):
     """Images kept as uint8 (N, C, H, W); items are ``(float image in [0, 1], label)``."""
 
@@ -155,9 +197,11 @@ class CifarDataModule(ImageDataModule):
     def _split(self, split: str) -> ArrayImages:
         images, targets = [], []
         for name, md5 in _split_files(self.variant)[split]:
-            batch = read_batch(self.folder / name, md5 if self.verify else None)
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            targets += [int(label) for label in batch[_LABEL_KEY[self.variant]]]
+            path = self.folder / name
+            batch = read_batch(path, md5 if self.verify else None)
+            data, labels = check_batch(batch, path, _LABEL_KEY[self.variant], self.num_classes)
+            images.append(data)
+            targets += labels.tolist()
         return ArrayImages(torch.from_numpy(np.concatenate(images)), targets)
 
     def setup(self, stage: str | None = None) -> None:

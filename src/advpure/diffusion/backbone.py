@@ -14,6 +14,7 @@ from diffusers import UNet2DModel
 from torch import nn
 
 from advpure.errors import CheckpointError
+from advpure.io import JsonFileError, read_json
 
 LABEL_SCALE = 999.0
 
@@ -47,6 +48,14 @@ class UNetEpsilon(nn.Module):
                 f"diffusers folder {local} lacks config.json; expected the layout written by "
                 f"UNet2DModel.save_pretrained (config.json + diffusion_pytorch_model.safetensors)"
             )
+        if local.exists():
+            try:
+                read_json(local / "config.json", dict)
+            except JsonFileError as error:
+                raise CheckpointError(
+                    f"diffusers config {error} (UNet2DModel.save_pretrained writes a JSON object). Fix: copy the "
+                    "folder again, or point diffusion.pretrained at another diffusers folder"
+                ) from None
         try:
             unet = UNet2DModel.from_pretrained(str(local) if local.exists() else path_or_id, use_safetensors=True)
         except (OSError, ValueError) as error:

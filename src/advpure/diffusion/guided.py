@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advpure.checkpoints import state_mismatch
+from advpure.checkpoints import dtype_mismatch, state_mismatch
 from advpure.diffusion.backbone import LABEL_SCALE
 from advpure.errors import CheckpointError, ConfigError
 from advpure.weights_files import read_weights_file
@@ -188,6 +188,12 @@ class GuidedEpsilon(nn.Module):
                 f"{len(unexpected)} unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}); "
                 f"diffusion.net must be the configuration the weights were trained with (diffusion=guided_imagenet256 "
                 f"without net overrides for 256x256_diffusion_uncond.pt)"
+            )
+        wrong_dtype = dtype_mismatch(state, self.unet)
+        if wrong_dtype:
+            raise CheckpointError(
+                f"{path}: tensors of the wrong kind {wrong_dtype[:5]} (parameters must be floating point). "
+                f"Fix: point diffusion.weights at the published file itself ({PUBLISHED_FILE})"
             )
         self.unet.load_state_dict(state, strict=True)
         return {"source": str(path), "weights": "state_dict", "n_tensors": len(state)}

@@ -23,7 +23,6 @@ Conversion to an advpure checkpoint (``<stem>.safetensors`` + ``<stem>.json``)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 import torch
 
-from advpure.checkpoints import save_checkpoint, state_mismatch
+from advpure.checkpoints import dtype_mismatch, save_checkpoint, state_mismatch
 from advpure.diffusion.score_sde import (
     PUBLISHED_CIFAR10_NET,
     NCSNpp,
@@ -39,6 +38,7 @@ from advpure.diffusion.score_sde import (
     net_kwargs_from_score_sde_config,
 )
 from advpure.errors import AdvpureError, CheckpointError, ConfigError
+from advpure.io import JsonFileError, read_json
 from advpure.weights_files import read_weights_file
 
 DATAPARALLEL_PREFIX = "module."
@@ -194,7 +194,7 @@ def _tensor_dict(value: Any, path: str | Path, what: str) -> dict[str, torch.Ten
 
 
 def _check_fits(state: Mapping[str, torch.Tensor], model: NCSNpp, path: str | Path, what: str) -> None:
-    """``CheckpointError`` unless ``state`` has exactly ``model``'s keys and shapes."""
+    """``CheckpointError`` unless ``state`` has exactly ``model``'s keys, shapes and tensor kinds."""
     missing, unexpected, wrong_shape = state_mismatch(dict(state), model)
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
@@ -202,6 +202,12 @@ def _check_fits(state: Mapping[str, torch.Tensor], model: NCSNpp, path: str | Pa
             f"{len(unexpected)} unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}); "
             f"diffusion.net must be the configuration the weights were trained with "
             f"(diffusion=score_sde_cifar10 for DiffPure's checkpoint_8.pth)"
+        )
+    wrong_dtype = dtype_mismatch(dict(state), model)
+    if wrong_dtype:
+        raise CheckpointError(
+            f"{path}: the {what} holds tensors of the wrong kind {wrong_dtype[:5]} (parameters must be floating "
+            "point). Fix: convert the published file itself, not a converted copy"
         )
 
 
@@ -212,11 +218,9 @@ def _plain_number(value: Any) -> Any:
 
 def _read_json(path: str) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            "--score-sde-config", f"cannot read {path}: {error}", "pass a score_sde config JSON"
-        ) from None
+        return read_json(path, dict)
+    except JsonFileError as error:
+        raise ConfigError("--score-sde-config", f"cannot read {error}", "pass a score_sde config JSON") from None
 
 
 if __name__ == "__main__":

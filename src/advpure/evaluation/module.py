@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from advpure.attacks.base import Attack
 from advpure.attacks.geometry import GEOMETRIES
 from advpure.config.enums import Norm
 from advpure.errors import AdvpureError
@@ -28,10 +29,11 @@ RECORD_COLUMNS = (
     "undefended_attack_succeeded",
     "defended_attack_succeeded",
     "nonfinite",
+    "undefended_protocol_robust",
+    "defended_protocol_robust",
 )
 NORM_COLUMNS = ("undefended_linf", "undefended_l2", "defended_linf", "defended_l2")
 DRAW_COLUMNS = ("defended_clean_draws", "defended_adv_draws")
-VERDICT_COLUMNS = ("undefended_protocol_robust", "defended_protocol_robust")
 
 
 class EvaluationModule(pl.LightningModule):
@@ -48,11 +50,13 @@ class EvaluationModule(pl.LightningModule):
 
     After ``trainer.test``, on process 0: ``records`` holds one dict per image, in evaluation
     order, with ``RECORD_COLUMNS`` (defended predictions are draw 0; an attack succeeded when the
-    clean prediction was right and the adversarial one wrong), ``NORM_COLUMNS``, ``DRAW_COLUMNS``
-    (every draw's prediction, space-separated) and, for an attack with its own verdict
-    (``attack.last_verdict``, e.g. BPDA+EOT's defense-reps check), ``VERDICT_COLUMNS``;
-    ``attack_checks`` the attack's per-batch diagnostics (``attack.last_checks``, e.g.
-    AutoAttack's randomness flags); ``panel`` up to ``n_panel`` (clean, adversarial,
+    clean prediction was right and the adversarial one wrong; ``*_protocol_robust``: the attack's
+    own verdict, ``attack.last_verdict``, e.g. AutoAttack's or BPDA+EOT's defense-reps check, by
+    the rule ``attack.settings()["verdict_rule"]``), ``NORM_COLUMNS`` and ``DRAW_COLUMNS``
+    (every draw's prediction, space-separated); ``attack_checks`` per batch the attack's
+    diagnostics per model (``attack.last_checks``, e.g. AutoAttack's randomness flags) and under
+    ``"traces"`` its per-iteration traces per model (``attack.last_trace``); ``panel`` up to
+    ``n_panel`` (clean, adversarial,
     purified-adversarial) images of batch 0; ``origins`` per batch, the ``origin`` (run folder)
     of the run that computed it (batch files are stamped with it). Every adversarial example must lie in the attack's
     eps-ball and in [0, 1], else :class:`AttackBudgetError`.
@@ -68,7 +72,7 @@ class EvaluationModule(pl.LightningModule):
         self,
         classifier: nn.Module,
         purifier: nn.Module,
-        attack: Any,
+        attack: Attack,
         test_set: Dataset,
         plan: BatchPlan,
         store: BatchStore,
@@ -125,16 +129,18 @@ class EvaluationModule(pl.LightningModule):
         watch = NonFiniteWatch(x, index, batch_id)
         seed_stream(self.seed, batch_id, "attack")
         x_adv: dict[str, torch.Tensor] = {}
-        verdicts: dict[str, torch.Tensor | None] = {}
+        verdicts: dict[str, torch.Tensor] = {}
         checks: dict[str, Any] = {}
+        traces: dict[str, Any] = {}
         for name, target in zip(MODELS, (self.classifier, self.defended.attack_target()), strict=True):
             with torch.enable_grad(), watch.attack(name, self.purifier, self.classifier):
                 x_adv[name] = self.attack(target, x, y)
             bad = watch.rows(f"{name} attack output", x_adv[name], f"{name}_adv")
             x_adv[name] = torch.where(bad.view(-1, *[1] * (x.ndim - 1)), x, x_adv[name])  # scored as not robust
             check_budget(self.attack, x, x_adv[name], name, index=index)
-            verdicts[name] = getattr(self.attack, "last_verdict", None)
-            checks[name] = getattr(self.attack, "last_checks", None)
+            verdicts[name] = self.attack.last_verdict
+            checks[name] = self.attack.last_checks
+            traces[name] = self.attack.last_trace
         self._stop_if_nonfinite(watch)
         seed_stream(self.seed, batch_id, "scoring")
         with torch.no_grad():
@@ -167,10 +173,9 @@ class EvaluationModule(pl.LightningModule):
             flat = (x_adv[name] - x).detach().flatten(1)
             columns[f"{name}_linf"] = flat.abs().amax(1).tolist()
             columns[f"{name}_l2"] = flat.norm(dim=1).tolist()
-            if verdicts[name] is not None:
-                verdict = verdicts[name].clone().bool()
-                verdict[invalid[f"{name}_adv"]] = False
-                columns[f"{name}_protocol_robust"] = verdict.int().tolist()
+            verdict = verdicts[name].clone().bool()
+            verdict[invalid[f"{name}_adv"]] = False
+            columns[f"{name}_protocol_robust"] = verdict.int().tolist()
         columns["defended_clean_draws"] = [" ".join(map(str, d)) for d in clean_draws.T.tolist()]
         columns["defended_adv_draws"] = [" ".join(map(str, d)) for d in adv_draws.T.tolist()]
         records = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
@@ -184,6 +189,7 @@ class EvaluationModule(pl.LightningModule):
                 "prediction": adv_draws[0, :k],
             }
             self.store.save_panel(panel)
+        checks["traces"] = traces
         checks["nonfinite"] = watch.events
         checks["stream_seeds"] = {stream: stream_seed(self.seed, batch_id, stream) for stream in STREAMS}
         return {"records": records, "attack_checks": checks}
@@ -251,7 +257,7 @@ class AttackBudgetError(AdvpureError, RuntimeError):
 
 
 def check_budget(
-    attack: Any,
+    attack: Attack,
     x: torch.Tensor,
     x_adv: torch.Tensor,
     which: str,
@@ -260,8 +266,8 @@ def check_budget(
 ) -> None:
     """Raise :class:`AttackBudgetError` unless every x_adv is finite, within the attack's ball and in
     [0, 1]; the message names the offending examples (dataset ``index``, else positions)."""
-    eps = float(getattr(attack, "eps", 0.0))
-    norm = Norm(getattr(attack, "norm", Norm.Linf))
+    eps = float(attack.eps)
+    norm = Norm(attack.norm)
     delta = (x_adv - x).detach()
     sizes = GEOMETRIES[norm].size(delta)
     flat = x_adv.detach().flatten(1)

@@ -38,9 +38,52 @@ def summarize(records: list[dict[str, Any]], n_vote: int = 1, n_worst: int = 1) 
         metrics[f"defended_robust_{name}"] = {**robust_acc.as_dict(), "k": k}
     for model in ("undefended", "defended"):  # an attack's own verdict (e.g. BPDA+EOT's defense reps)
         column = f"{model}_protocol_robust"
-        if records and column in records[0]:
+        if records and all(column in r for r in records):  # batches stored by an older version lack it
             metrics[f"{model}_robust_protocol"] = accuracy(sum(r[column] for r in records), n).as_dict()
     return metrics
+
+
+# Settings keys of an attack that format_table shows on their own lines, not in the attack's list.
+OWN_LINES = {"name", "norm", "eps", "reduced_budget", "grad_mode", "checks", "verdict_rule", "selection"}
+OWN_LINES |= {"uses_gradients", "budget_reference"}
+VERDICT_NOTE = (
+    "its verdict is from the draws the attack saw while attacking; the rescored rows classify fresh "
+    "purifications of the examples it returned, so the two can differ"
+)
+
+
+def budget_note(attack: dict[str, Any]) -> str:
+    """' (REDUCED budget ...)' when the attack's budget is below its published one, ' (budget not
+    comparable ...)' when it has none (``reduced_budget: None``), else ''."""
+    if attack.get("reduced_budget"):
+        return " (REDUCED budget: not a publishable number)"
+    if "reduced_budget" in attack and attack["reduced_budget"] is None:
+        return f" (budget not comparable to a published protocol: {attack.get('budget_reference', 'none known')})"
+    return ""
+
+
+def check_lines(attack_checks: list[dict[str, Any]] | None) -> list[str]:
+    """One Markdown line per check an attack recorded (e.g. pyautoattack's), over every batch and
+    model: ``passed``, or ``warned`` with where and its messages."""
+    found: dict[str, dict[str, Any]] = {}
+    n_batches = len(attack_checks or [])
+    for batch in attack_checks or []:
+        for model, checks in batch.items():
+            if not isinstance(checks, dict) or not all(isinstance(c, dict) and "warned" in c for c in checks.values()):
+                continue
+            for check, outcome in checks.items():
+                entry = found.setdefault(check, {"where": {}, "messages": []})
+                if outcome["warned"]:
+                    entry["where"][model] = entry["where"].get(model, 0) + 1
+                    entry["messages"] += [m for m in outcome["messages"] if m not in entry["messages"]]
+    lines = []
+    for check, entry in found.items():
+        if not entry["where"]:
+            lines.append(f"  - {check}: passed")
+            continue
+        where = ", ".join(f"{model} model in {k} of {n_batches} batches" for model, k in entry["where"].items())
+        lines.append(f"  - {check}: warned ({where}): {' / '.join(m.strip() for m in entry['messages'])}")
+    return ["- attack checks:", *lines] if lines else []
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -48,35 +91,45 @@ def format_table(results: dict[str, Any]) -> str:
     m = results["metrics"]
     attack = results["attack"]
     purifier = results["purifier"]
-    budget = "" if not attack.get("reduced_budget") else " (REDUCED budget: not a publishable number)"
 
     def cell(name: str) -> str:
         a = m[name]
         return f"{100 * a['value']:.2f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]"
 
-    hidden = {"name", "norm", "eps", "reduced_budget", "grad_mode"}
-    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in hidden)
+    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in OWN_LINES)
     purifier_desc = ", ".join(
         f"{k}={v}"
         for k, v in purifier.items()
         if k not in {"name", "gradient", "gradient_is_approximation", "surrogate"}
     )
-    approximate = purifier.get("gradient_is_approximation", False)
-    gradient = f"{purifier.get('grad_mode', 'full')}: {purifier.get('gradient', 'exact')}"
-    if approximate:
-        gradient = f"APPROXIMATION ({gradient}); robust accuracy may be overstated"
-    defended_label = f"defended ({purifier['name']}, {purifier.get('grad_mode', 'full')} gradients)"
+    grad_mode = purifier.get("grad_mode", "full")
+    if attack.get("uses_gradients", True):
+        gradient = f"{grad_mode}: {purifier.get('gradient', 'exact')}"
+        if purifier.get("gradient_is_approximation", False):
+            gradient = f"APPROXIMATION ({gradient}); robust accuracy may be overstated"
+        defended_label = f"defended ({purifier['name']}, {grad_mode} gradients)"
+    else:
+        gradient = f"none (attack {attack['name']} takes no gradients)"
+        defended_label = f"defended ({purifier['name']}, no attack gradients)"
     lines = [
         f"### {results['dataset']}: {results['classifier']} behind {purifier['name']} vs {attack['name']}",
         "",
         f"- threat model: {attack['norm']}, eps = {attack['eps']:.4g}",
         f"- images: {m['defended_clean']['n']} (test split), seed {results['seed']}",
-        f"- attack: {attack['name']} ({attack_desc}){budget}",
+        f"- attack: {attack['name']}" + (f" ({attack_desc})" if attack_desc else "") + budget_note(attack),
         f"- purifier: {purifier['name']} ({purifier_desc})",
         f"- attack gradients through the purifier: {gradient}",
         "- scoring: robust = correct on clean and on adversarial; single draw = one purification; majority "
         "vote = the label strictly out-votes every other class (ties count as wrong); worst of N = all N "
         "purifications correct; 95% Wilson intervals",
+    ]
+    if attack.get("selection"):
+        lines.append(f"- adversarial example per point: {attack['selection']}")
+    verdict = f"{attack['name']}'s own verdict"
+    if "defended_robust_protocol" in m and attack.get("verdict_rule"):
+        lines.append(f"- {verdict}: {attack['verdict_rule']}; {VERDICT_NOTE}")
+    lines += check_lines(results.get("attack_checks"))
+    lines += [
         "",
         "| model | clean accuracy | robust accuracy |",
         "|---|---|---|",
@@ -88,15 +141,15 @@ def format_table(results: dict[str, Any]) -> str:
             label = f"{defended_label}, {title.format(k=m[f'defended_robust_{name}']['k'])}"
             lines.append(f"| {label} | {cell(f'defended_clean_{name}')} | {cell(f'defended_robust_{name}')} |")
     if "defended_robust_protocol" in m:
-        verdict = f"{attack['name']}'s own verdict (correct at every check of the attack)"
         lines.append(f"| undefended, {verdict} | | {cell('undefended_robust_protocol')} |")
         lines.append(f"| {defended_label}, {verdict} | | {cell('defended_robust_protocol')} |")
     batches = results.get("batches")
     if batches:
         lines += [
             "",
-            f"{batches['n_batches']} batches of {batches['batch_size']}: {batches['computed_now']} computed in this "
-            f"run, {batches['reused']} reused from earlier runs of the same evaluation ({batches['store']})",
+            f"{batches['n_batches']} {'batch' if batches['n_batches'] == 1 else 'batches'} of "
+            f"{batches['batch_size']}: {batches['computed_now']} computed in this run, {batches['reused']} reused "
+            f"from earlier runs of the same evaluation ({batches['store']})",
         ]
     lines.append("")
     return "\n".join(lines)

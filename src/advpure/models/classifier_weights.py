@@ -10,7 +10,8 @@ Accepted files (``.pt``/``.pth`` read with ``torch.load(weights_only=True)``, or
   the config's ``net.mean``/``net.std`` instead (non-persistent buffers), so the file's values are
   checked against them and an error says which values to set when they differ.
 
-The state dict must then fit the network exactly (every key, no extra, every shape), with two
+The state dict must then fit the network exactly (every key, no extra, every shape, each tensor's
+kind: floating point where the network holds floating point), with two
 named exceptions: a missing BatchNorm ``num_batches_tracked`` counter (files saved by PyTorch
 < 0.4.1; unused at evaluation) keeps the network's value, and RobustBench ``WideResNet``'s unused
 ``sub_block1.*`` (defined but never called in its forward) is dropped.
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advpure.checkpoints import state_mismatch
+from advpure.checkpoints import dtype_mismatch, state_mismatch
 from advpure.errors import CheckpointError
 from advpure.models.normalize import Normalize
 from advpure.models.wide_resnet import WideResNet
@@ -91,6 +92,13 @@ def load_classifier_weights(model: nn.Module, path: str | Path, *, key: str = "c
             f"{missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, shape mismatches {wrong_shape[:5]}. "
             f"Fix: set {node}.net to the architecture the weights were trained with (depth, width, num_classes), "
             f"or point {key} at weights for this one"
+        )
+    wrong_dtype = dtype_mismatch(state, target)
+    if wrong_dtype:
+        raise CheckpointError(
+            f"{path} ({key}) holds tensors of the wrong kind for {node}.net: {wrong_dtype[:5]} ({len(wrong_dtype)} "
+            f"in all; parameters must be floating point). Fix: point {key} at the published weights file itself, "
+            "or re-save the model's state_dict() without converting its tensors"
         )
     target.load_state_dict(state, strict=True)
     return {

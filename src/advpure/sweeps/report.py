@@ -3,6 +3,8 @@
 The plot draws accuracy against the swept value when a swept key is numeric (t*, a guidance
 scale): one line per attack / grad mode / scoring with 95% interval bands; otherwise (e.g. a
 sweep over purifiers) a bar chart of robust accuracy per job.
+A sweep of ``task=certify`` jobs gets certified accuracy at each radius per job and one
+certified-accuracy curve per job instead (:func:`advpure.certify.report.write_certify_sweep_report`).
 
 A job's row is labelled by the overrides that differ between jobs (e.g. ``purifier.grad_mode=bpda``).
 Jobs that have no ``results.json`` (failed or still running) are listed as missing, never dropped
@@ -290,6 +292,10 @@ def write_curves(path: Path, rows: list[SweepRow], axis: str) -> None:
 def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
     """Write sweep.md, sweep.csv, sweep.json and sweep.png into ``sweep_dir``; returns their paths."""
     rows = collect(sweep_dir)
+    if any(row.results is not None and row.results.get("task") == "certify" for row in rows):
+        from advpure.certify.report import write_certify_sweep_report  # task=certify: its own table and curves
+
+        return write_certify_sweep_report(sweep_dir, rows)
     flat = table_rows(rows)
     paths = {name: sweep_dir / f"sweep.{name}" for name in ("md", "csv", "json", "png")}
     write_text_atomic(paths["md"], format_markdown(rows, sweep_dir))
@@ -323,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     folder: Path = args.sweep_dir
     if not folder.is_dir():
         print(
-            f"error: {folder} is not a folder. Fix: give a multirun sweep folder (outputs/multirun/<date>/<time>_<task>)",
+            f"error: {folder} is not a folder. "
+            "Fix: give a multirun sweep folder (outputs/multirun/<date>/<time>_<task>)",
             file=sys.stderr,
         )
         return 2

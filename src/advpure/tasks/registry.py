@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from advpure.config.enums import TaskName
+from advpure.tasks.certify import certify
 from advpure.tasks.context import RunContext
 from advpure.tasks.evaluate import evaluate
 from advpure.tasks.train_agdm_aux import train_agdm_aux
@@ -19,4 +20,5 @@ TASKS: dict[TaskName, Callable[[DictConfig, RunContext], dict[str, Any]]] = {
     TaskName.train_classifier: train_classifier,
     TaskName.train_diffusion: train_diffusion,
     TaskName.train_agdm_aux: train_agdm_aux,
+    TaskName.certify: certify,
 }

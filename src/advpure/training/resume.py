@@ -125,7 +125,7 @@ def last_epochs(folder: Path) -> int:
     info = folder / LAST_INFO
     try:
         return int(json.loads(info.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # a damaged file: as if none
         return 0
 
 
