@@ -154,6 +154,18 @@ def documented_commands() -> list[DocCommand]:
     return commands
 
 
+def every_job_overrides(overrides: list[str]) -> list[list[str]]:
+    """The overrides of each job of a sweep (the product of its swept values; one job if none)."""
+    import itertools
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
+    return [list(job) for job in itertools.product(*choices)]
+
+
 def first_job_overrides(overrides: list[str]) -> list[str]:
     """A sweep's overrides with each swept value replaced by its first (``a=1,2`` -> ``a=1``)."""
     parsed = OverridesParser.create().parse_overrides(overrides)

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf, open_dict
 
 from advpure.config import validate_config
 from advpure.config.validate import check_combinations
-from tests.doc_commands import ROOT, DocCommand, documented_commands, first_job_overrides
+from tests.doc_commands import ROOT, DocCommand, documented_commands, every_job_overrides, first_job_overrides
 
 COMMANDS = documented_commands()
 # Documented on purpose as mistakes: the README shows that each stops at start-up naming the key.
@@ -83,8 +83,8 @@ def _key(command: DocCommand) -> str:
     return " ".join(command.argv)
 
 
-def _compose(command: DocCommand):
-    overrides = first_job_overrides(command.overrides)
+def _compose(command: DocCommand, overrides: list[str] | None = None):
+    overrides = first_job_overrides(command.overrides) if overrides is None else overrides
     hydra_overrides = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
     GlobalHydra.instance().clear()
     try:
@@ -95,10 +95,13 @@ def _compose(command: DocCommand):
 
 
 def shrink_overrides(command: DocCommand) -> list[str]:
-    """The budget-shrinking overrides for ``command`` (``SHRINK`` keys its config has)."""
-    cfg = _compose(command)
+    """The budget-shrinking overrides for ``command``: the ``SHRINK`` keys the config of every job
+    of it has (a sweep over attacks: only the knobs all of them share)."""
+    configs = [_compose(command, job) for job in every_job_overrides(command.overrides)]
     extra = [
-        f"{key}={value}" for key, value in SHRINK.items() if OmegaConf.select(cfg, key, default="absent") != "absent"
+        f"{key}={value}"
+        for key, value in SHRINK.items()
+        if all(OmegaConf.select(cfg, key, default="absent") != "absent" for cfg in configs)
     ]
     if "optuna" in command.text:
         extra.append("hydra.sweeper.n_trials=2")
@@ -130,7 +133,12 @@ def _snapshot(parent: Path) -> set[Path]:
 
 
 def _assert_promised_files(command: DocCommand, out: str, runs: list[Path], sweeps: list[Path]) -> None:
-    """The files the command's kind promises, in the folders it created."""
+    """The files the command's kind promises, in the folders it created (folders of another task,
+    made meanwhile by another process, are not its own)."""
+    task = OmegaConf.select(_compose(command), "task.name")
+    task = str(getattr(task, "value", task))
+    runs = [p for p in runs if p.name.endswith(f"_{task}")]
+    sweeps = [p for p in sweeps if p.name.endswith(f"_{task}")]
     if command.multirun:
         assert len(sweeps) == 1, f"expected one new sweep folder, found {sweeps}"
         jobs = [p for p in sweeps[0].iterdir() if (p / ".hydra").is_dir()]
@@ -140,8 +148,6 @@ def _assert_promised_files(command: DocCommand, out: str, runs: list[Path], swee
         return
     assert len(runs) == 1, f"expected one new run folder, found {runs}"
     written = {p.name for p in runs[0].iterdir()}
-    task = OmegaConf.select(_compose(command), "task.name")
-    task = str(getattr(task, "value", task))
     promised = {
         "evaluate": {"results.json", "results.md", "records.csv"},
         "train_classifier": {"classifier.safetensors", "classifier.json"},

@@ -85,7 +85,7 @@ def dds_level(schedule: VPSchedule | DiscreteSchedule, sigma: float) -> Diffusio
             _too_noisy(sigma, float(alpha_bars[-1]))
         step = int(below[0])
         alpha_bar = float(alpha_bars[step])
-        t = float(schedule.time_of_step(torch.tensor(step)))
+        t = (step + 1) / schedule.num_timesteps  # step i's time, as DiscreteSchedule.time_of_step (in float64)
         return DiffusionLevel(sigma, t, alpha_bar, step, _top_up(alpha_bar, sigma))
     # alpha_bar(t) = exp(-(b t + a t^2)) with b = beta_min, a = (beta_max - beta_min) / 2:
     # a t^2 + b t - L = 0 for L = log(1 + 4 sigma^2); the stable root 2 L / (b + sqrt(b^2 + 4 a L)).

@@ -158,7 +158,8 @@ def write_curves(path: Path, curves: Sequence[dict[str, Any]], title: str) -> Pa
         grid, values = accuracy_curve(curve["correct_radii"], curve["n_images"], max_radius)
         ax.plot(grid, 100 * values, color=color, label=curve["label"], linestyle=("-", "--", ":", "-.")[i // 10 % 4])
         points = [m for name, m in curve["metrics"].items() if name.startswith("certified_accuracy_r")]
-        x = [m["radius"] for m in points]
+        shift = (i - (len(curves) - 1) / 2) * 0.006 * max_radius  # interval bars side by side, not on top
+        x = [m["radius"] + shift for m in points]
         y = [100 * m["value"] for m in points]
         err = [[100 * (m["value"] - m["ci_low"]) for m in points], [100 * (m["ci_high"] - m["value"]) for m in points]]
         ax.errorbar(x, y, yerr=err, fmt="o", color=color, markersize=3, capsize=3, linewidth=0.8)
@@ -166,7 +167,7 @@ def write_curves(path: Path, curves: Sequence[dict[str, Any]], title: str) -> Pa
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_xlim(0, max_radius)
-    ax.set_title(title + "; bars: 95% Clopper-Pearson intervals", fontsize=8)
+    ax.set_title(title + "; bars: 95% Clopper-Pearson intervals at the reported radii", fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()

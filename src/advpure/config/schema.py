@@ -584,6 +584,19 @@ class DiffHammerSchema(AttackSchema):
 
 
 @dataclass
+class DiffAttackSchema(PGDEOTSchema):
+    """DiffAttack (Kang et al., NeurIPS 2023): PGD-EOT (null: 100 steps, EOT 20) on the loss plus
+    ``deviation_weight`` times the deviated-reconstruction term on the purifier's intermediate states."""
+
+    _target_: str = "advpure.attacks.diffattack.DiffAttack"
+    deviation_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_interval("deviation_weight", self.deviation_weight, 0.0)
+
+
+@dataclass
 class StrongestSchema(AttackSchema):
     """The ensemble (:mod:`advpure.attacks.strongest`): ``members`` (name -> an attack option's
     node, composed from conf/attack/ in conf/attack/strongest.yaml), each point kept from the member
@@ -934,6 +947,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "apgd_eot": APGDEOTSchema,
         "bpda_eot": BPDAEOTSchema,
         "diffhammer": DiffHammerSchema,
+        "diffattack": DiffAttackSchema,
         "strongest": StrongestSchema,
         "torchattacks": TorchAttacksSchema,
     },

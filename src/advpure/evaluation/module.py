@@ -14,6 +14,7 @@ from advpure.attacks.geometry import GEOMETRIES
 from advpure.config.enums import Norm
 from advpure.errors import AdvpureError
 from advpure.evaluation.batches import STREAMS, BatchPlan, PlannedBatches, seed_stream, stream_seed
+from advpure.evaluation.compute import count_purifications
 from advpure.evaluation.defended import DefendedClassifier
 from advpure.evaluation.nonfinite import NonFiniteWatch
 from advpure.evaluation.store import BatchStore
@@ -132,8 +133,13 @@ class EvaluationModule(pl.LightningModule):
         verdicts: dict[str, torch.Tensor] = {}
         checks: dict[str, Any] = {}
         traces: dict[str, Any] = {}
+        costs: dict[str, dict[str, int]] = {}
         for name, target in zip(MODELS, (self.classifier, self.defended.attack_target()), strict=True):
-            with torch.enable_grad(), watch.attack(name, self.purifier, self.classifier):
+            with (
+                torch.enable_grad(),
+                watch.attack(name, self.purifier, self.classifier),
+                count_purifications(self.purifier) as purifications,
+            ):
                 x_adv[name] = self.attack(target, x, y)
             bad = watch.rows(f"{name} attack output", x_adv[name], f"{name}_adv")
             x_adv[name] = torch.where(bad.view(-1, *[1] * (x.ndim - 1)), x, x_adv[name])  # scored as not robust
@@ -141,6 +147,7 @@ class EvaluationModule(pl.LightningModule):
             verdicts[name] = self.attack.last_verdict
             checks[name] = self.attack.last_checks
             traces[name] = self.attack.last_trace
+            costs[name] = dict(purifications)
         self._stop_if_nonfinite(watch)
         seed_stream(self.seed, batch_id, "scoring")
         with torch.no_grad():
@@ -190,6 +197,7 @@ class EvaluationModule(pl.LightningModule):
             }
             self.store.save_panel(panel)
         checks["traces"] = traces
+        checks["purifications"] = costs  # images through the purifier during each attack (evaluation.compute)
         checks["nonfinite"] = watch.events
         checks["stream_seeds"] = {stream: stream_seed(self.seed, batch_id, stream) for stream in STREAMS}
         return {"records": records, "attack_checks": checks}

@@ -52,6 +52,39 @@ VERDICT_NOTE = (
 )
 
 
+# Per-attack keys long enough to have their own line or too long for one (a gradient's description).
+NESTED_HIDDEN = OWN_LINES | {"gradient"}
+
+
+def settings_text(attack: dict[str, Any]) -> str:
+    """``key=value, ...`` of an attack's settings (not those with their own lines); an ensemble's
+    ``members`` (name -> settings) as ``name(key=value, ...)``."""
+    parts = []
+    for key, value in attack.items():
+        if key in OWN_LINES:
+            continue
+        if key == "members" and isinstance(value, dict):
+            inner = "; ".join(
+                f"{name}({', '.join(f'{k}={v}' for k, v in settings.items() if k not in NESTED_HIDDEN)})"
+                for name, settings in value.items()
+            )
+            parts.append(f"members: {inner}")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
+def cost_line(cost: dict[str, Any] | None) -> list[str]:
+    """The defended attack's cost in purifier forwards per image (``results["attack_cost"]``)."""
+    if not cost:
+        return []
+    return [
+        f"- attack cost on the defended model: {cost['forwards_per_image']:.0f} purifier forwards per image "
+        f"({cost['purifier_images_with_graph']} purifications differentiated, "
+        f"{cost['purifier_images_forward_only']} forward only; {cost['unit']})"
+    ]
+
+
 def budget_note(attack: dict[str, Any]) -> str:
     """' (REDUCED budget ...)' when the attack's budget is below its published one, ' (budget not
     comparable ...)' when it has none (``reduced_budget: None``), else ''."""
@@ -96,7 +129,7 @@ def format_table(results: dict[str, Any]) -> str:
         a = m[name]
         return f"{100 * a['value']:.2f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]"
 
-    attack_desc = ", ".join(f"{k}={v}" for k, v in attack.items() if k not in OWN_LINES)
+    attack_desc = settings_text(attack)
     purifier_desc = ", ".join(
         f"{k}={v}"
         for k, v in purifier.items()
@@ -117,6 +150,7 @@ def format_table(results: dict[str, Any]) -> str:
         f"- threat model: {attack['norm']}, eps = {attack['eps']:.4g}",
         f"- images: {m['defended_clean']['n']} (test split), seed {results['seed']}",
         f"- attack: {attack['name']}" + (f" ({attack_desc})" if attack_desc else "") + budget_note(attack),
+        *cost_line(results.get("attack_cost")),
         f"- purifier: {purifier['name']} ({purifier_desc})",
         f"- attack gradients through the purifier: {gradient}",
         "- scoring: robust = correct on clean and on adversarial; single draw = one purification; majority "

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advpure.errors import ConfigError
 from advpure.evaluation.batches import STREAMS, BatchPlan
+from advpure.evaluation.compute import BACKWARD_COST, forward_equivalents
 from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
 from advpure.evaluation.store import BatchStore, evaluation_key
@@ -137,6 +138,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         "run_dir": str(context.run_dir),
         "versions": package_versions(),
         "attack_checks": module.attack_checks,
+        "attack_cost": attack_cost(module.attack_checks, len(module.records)),
         "nonfinite": {
             "policy": str(cfg.task.on_nonfinite.value),
             "events": [event for checks in module.attack_checks for event in (checks or {}).get("nonfinite", [])],
@@ -155,6 +157,22 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     print(f"results: {paths['results.json']}", flush=True)
     _log_results(trainer, results, module.records, paths.get("panel.png"))
     return results
+
+
+def attack_cost(attack_checks: list[dict[str, Any]], n_images: int) -> dict[str, Any]:
+    """The defended attack's cost over all batches (:mod:`advpure.evaluation.compute`): images through
+    the purifier with a graph and forward only, and per image in purifier forwards."""
+    totals = {"with_graph": 0, "forward_only": 0}
+    for checks in attack_checks:
+        counts = ((checks or {}).get("purifications") or {}).get("defended") or {}
+        for name in totals:
+            totals[name] += int(counts.get(name, 0))
+    return {
+        "purifier_images_with_graph": totals["with_graph"],
+        "purifier_images_forward_only": totals["forward_only"],
+        "forwards_per_image": forward_equivalents(totals) / max(n_images, 1),
+        "unit": f"one purifier forward; a forward+backward counts {BACKWARD_COST:g}",
+    }
 
 
 def copy_result_files(folder: Path, run_dir: Path, results: dict[str, Any] | None = None) -> dict[str, Path]:
