@@ -8,10 +8,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import advpure.config  # noqa: F401  (registers the schemas and resolvers before composing)
 from advpure.cli import check_output_folder, override_hints
 from advpure.cli import main as run_main
+from advpure.config.registry import register_config
 from advpure.errors import AdvpureError
+
+register_config()  # the schemas and resolvers, before Hydra composes (also in launchers' worker processes)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

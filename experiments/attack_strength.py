@@ -31,6 +31,7 @@ BUDGETS: dict[str, list[str]] = {
     "bpda_eot": [],  # cpu_quick: 50 steps x EOT 8, 64 defense reps (its backward is the identity: cheap)
     "torchattacks": ["attack.name=EOTPGD", "attack.n_iter=60", "attack.n_eot=8"],
     "diffhammer": ["attack.n_iter=40", "attack.n_eot=8"],
+    "diffattack": ["attack.n_iter=45", "attack.n_eot=8"],  # + one clean reference purification per gradient
     "strongest": [],  # cpu_quick: DiffHammer 3 x 15 x 8 draws, then PGD-EOT (margin) 30 x EOT 8
 }
 METRICS = (
@@ -110,6 +111,9 @@ def main() -> int:
     args = parser.parse_args()
     doc = ROOT / "docs" / f"attack_strength_{args.purifier}.md"
     rows: dict[str, dict] = {}
+    stored = doc.with_suffix(".json")
+    if stored.is_file():  # rows of attacks not re-run this time are kept
+        rows = {a: r for a, r in json.loads(stored.read_text()).items() if a not in args.attacks}
     for attack in args.attacks:
         rows[attack] = run_attack(attack, args.purifier, args.extra, args.out / args.purifier)
         doc.write_text(table(rows, args.purifier))  # each row lands as it is measured

@@ -15,7 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-import advpure.config  # noqa: F401  (registers schemas and resolvers)
+from advpure.config.registry import register_config
+
+register_config()  # the schemas and resolvers, before any test composes conf/
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -15,7 +15,7 @@ from torch import nn
 from advpure.attacks.base import Attack
 from advpure.attacks.geometry import GEOMETRIES
 from advpure.attacks.losses import margin
-from advpure.config import validate_config
+from advpure.config.validate import validate_config
 from advpure.instantiate import build
 from tests.compose_cache import make_fast_compose
 from tests.conftest import group_options

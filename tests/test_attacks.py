@@ -14,8 +14,8 @@ from advpure.attacks.geometry import GEOMETRIES, project
 from advpure.attacks.losses import LOSSES
 from advpure.attacks.pgd_eot import PGDEOT
 from advpure.attacks.torchattacks_runner import TorchAttacksRunner
-from advpure.config import validate_config
 from advpure.config.enums import AttackLoss, Norm
+from advpure.config.validate import validate_config
 from advpure.errors import ConfigError
 from advpure.instantiate import build
 from advpure.training.pgd import pgd_attack

@@ -36,7 +36,7 @@ from advpure.certify.denoisers import (
 )
 from advpure.certify.report import exact_interval, summarize
 from advpure.certify.smoothing import ABSTAIN, certify, lower_confidence_bound, predict
-from advpure.config import validate_config
+from advpure.config.validate import validate_config
 from advpure.diffusion.schedule import DiscreteSchedule, VPSchedule
 from advpure.errors import ConfigError
 from advpure.purifiers.diffpure_ddpm import DiffPureDDPM

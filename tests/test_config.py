@@ -11,8 +11,8 @@ from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from advpure.config import validate_config
 from advpure.config.enums import Norm
+from advpure.config.validate import validate_config
 from advpure.errors import ConfigError, DataError
 from advpure.instantiate import build
 from advpure.tasks.components import build_logger, build_trainer, purifier_on

@@ -28,8 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from advpure.config import validate_config
-from advpure.config.validate import check_combinations
+from advpure.config.validate import check_combinations, validate_config
 from tests.doc_commands import ROOT, DocCommand, documented_commands, every_job_overrides, first_job_overrides
 
 COMMANDS = documented_commands()
@@ -153,6 +152,7 @@ def _assert_promised_files(command: DocCommand, out: str, runs: list[Path], swee
         "train_classifier": {"classifier.safetensors", "classifier.json"},
         "train_diffusion": {"diffusion.safetensors", "diffusion.json", "samples.png"},
         "train_agdm_aux": {"agdm_aux.safetensors", "agdm_aux.json", "auxiliary_report.md"},
+        "certify": {"certify.csv", "certify.md", "certify.png", "results.json"},
     }.get(task, set())
     assert promised <= written, f"{task} run folder {runs[0]} lacks {promised - written}"
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advpure.checkpoints import checkpoint_paths
 from advpure.cli import run_task
-from advpure.config import validate_config
+from advpure.config.validate import validate_config
 from advpure.tasks.context import RunContext
 from tests.conftest import CONF, group_options
 
@@ -50,7 +50,11 @@ CHOICES = {
     "digits_gdmp": ("digits", "digits_cnn", "digits_unet", "gdmp", "pgd_eot", "cpu_quick"),
     "digits_mimicdiffusion": ("digits", "digits_cnn", "digits_unet", "mimicdiffusion", "pgd_eot", "cpu_quick"),
     "digits_agdm": ("digits", "digits_cnn", "digits_unet", "agdm", "pgd_eot", "cpu_quick"),
+    "certify_digits": ("digits", "digits_cnn", "digits_unet", "diffpure_ddpm", "none", "cpu_quick"),
+    "certify_cifar10_dds": ("cifar10", "wrn28_10", "ddpm_cifar10", "diffpure_ddpm", "none", "published"),
 }
+# The task each preset selects (evaluate unless listed).
+TASKS = {"certify_digits": "certify", "certify_cifar10_dds": "certify"}
 GROUPS = ("dataset", "classifier", "diffusion", "purifier", "attack", "budget")
 
 # The values each preset's header claims (dotted key -> value; floats within 1e-6).
@@ -66,6 +70,24 @@ DIGITS = {
     "purifier.grad_mode": "full",
 }
 PINNED: dict[str, dict[str, Any]] = {
+    "certify_digits": {
+        "purifier.stride": 25,
+        "task.sigma": 0.25,
+        "task.denoiser": "one_shot",
+        "task.n0": 100,
+        "task.n": 1000,
+        "task.alpha": 0.001,
+        "task.n_images": 32,
+    },
+    "certify_cifar10_dds": {
+        "task.sigma": 0.5,
+        "task.n": 100000,
+        "task.n0": 100,
+        "task.alpha": 0.001,
+        "task.batch": 200,
+        "task.n_images": 10000,
+        "task.image_stride": 1,
+    },
     "diffpure_cifar10_linf": {
         "purifier.t_star": 0.1,
         "purifier.dt": 1e-3,
@@ -247,7 +269,7 @@ def test_preset_composes_validates_and_selects_its_options(compose_cfg, name):
     typed = validate_config(compose_cfg(f"+experiment={name}"))
     choices = compose_with_hydra(f"+experiment={name}").hydra.runtime.choices
     assert tuple(choices[group] for group in GROUPS) == CHOICES[name]
-    assert choices["task"] == "evaluate"
+    assert choices["task"] == TASKS.get(name, "evaluate")
     assert typed.budget == CHOICES[name][-1]
 
 

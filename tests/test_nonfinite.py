@@ -139,7 +139,7 @@ def test_nan_attack_output_is_not_a_budget_pass(tmp_path, batch):
 
 
 def test_on_nonfinite_is_a_config_choice(compose_cfg):
-    from advpure.config import validate_config
+    from advpure.config.validate import validate_config
     from advpure.errors import ConfigError
 
     assert compose_cfg().task.on_nonfinite == "stop"

@@ -117,3 +117,33 @@ def test_diffattack_deviation_changes_the_gradient(defended):
         torch.manual_seed(11)
         grads[weight] = attack.eot_step(defended, x_adv, y)[2]
     assert not torch.allclose(grads[0.0], grads[100.0])
+
+
+def test_eot_in_chunks_sums_to_the_one_batch_gradient():
+    """128 copies (DiffBreak's EOT) in chunks of 16 or 48 (uneven): the same losses, logits order and
+    gradient sum as one batch of 128. The model's randomness is keyed by row, so every chunking
+    draws the same noise for copy k (a global-generator purifier draws differently per call size)."""
+    torch.manual_seed(12)
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([7, 8])
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    offsets = torch.randn(128, 10)
+
+    class RowNoise(nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:  # copy k = rows k*b .. k*b+b-1
+            self.calls = getattr(self, "calls", 0) + 1
+            copies = batch.shape[0] // 2
+            start = self.seen % 128
+            self.seen = self.seen + copies
+            noise = offsets[start : start + copies].repeat_interleave(2, 0)
+            return net(batch) + noise
+
+    results = {}
+    for chunk in (None, 16, 48):
+        model = RowNoise()
+        model.seen = 0
+        results[chunk] = PGDEOT(eps=0.1, n_iter=1, n_eot=128, eot_chunk=chunk).eot_step(model, x, y)
+        assert model.seen == 128 and model.calls == (1 if chunk is None else -(-128 // chunk))
+    for chunk in (16, 48):
+        torch.testing.assert_close(results[None][0], results[chunk][0])
+        torch.testing.assert_close(results[None][1], results[chunk][1])
+        torch.testing.assert_close(results[None][2], results[chunk][2], rtol=1e-5, atol=1e-6)

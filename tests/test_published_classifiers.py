@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from advpure.config import validate_config
+from advpure.config.validate import validate_config
 from advpure.errors import CheckpointError, ConfigError
 from advpure.models.dm_wide_resnet import DMWideResNet
 from advpure.models.published import IMAGENET_MEAN, IMAGENET_STD

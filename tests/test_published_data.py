@@ -83,7 +83,7 @@ def test_imagenet_layout_errors_name_the_folder_and_the_layout(fast_compose, tmp
     write_image(tmp_path / "named" / "val" / "tench" / "a.JPEG")
     assert "['tench']" in error_for(tmp_path / "named")
     with pytest.raises(ConfigError, match=r"dataset\.resize"):
-        from advpure.config import validate_config
+        from advpure.config.validate import validate_config
 
         validate_config(fast_compose("dataset=imagenet", "dataset.resize=100"))
 

@@ -28,12 +28,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-import advpure.config  # noqa: F401  (registers the schemas and resolvers before composing)
 from advpure.checkpoints import checkpoint_paths, load_weights, read_checkpoint
-from advpure.config import validate_config
+from advpure.config.catalog import project_root
 from advpure.config.enums import Norm
-from advpure.config.resolvers import project_root
-from advpure.config.validate import CHANNEL_KEYS, SIDE_KEYS
+from advpure.config.registry import register_config
+from advpure.config.validate import CHANNEL_KEYS, SIDE_KEYS, validate_config
 from advpure.errors import CheckpointError, ConfigError
 from advpure.instantiate import build
 
@@ -77,6 +76,7 @@ def compose_config(*overrides: str) -> DictConfig:
             f"no config.yaml in {folder}",
             "run from the advpure checkout, or set ADVPURE_ROOT to the folder holding conf/",
         )
+    register_config()  # the schemas and resolvers conf/ needs
     backup = get_gh_backup()  # an application already inside Hydra keeps its own state
     GlobalHydra.instance().clear()
     try:
@@ -130,7 +130,7 @@ def threat_eps(cfg: DictConfig) -> float:
     ``attack.norm`` (digits: Linf 0.15, L2 1.0)."""
     if cfg.attack.get("eps") is not None:
         return float(cfg.attack.eps)
-    norm = Norm(getattr(cfg.attack.norm, "value", cfg.attack.norm))
+    norm = Norm(cfg.attack.norm)
     return float(get_class(cfg.dataset._target_).standard_eps[norm])
 
 

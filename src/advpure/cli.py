@@ -13,8 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from advpure.config import validate_config
-from advpure.config.validate import check_combinations
+from advpure.config.validate import check_combinations, validate_config
 from advpure.errors import AdvpureError, ConfigError
 from advpure.io import require_writable
 from advpure.tasks.context import RunContext, command_line
@@ -40,12 +39,13 @@ def context_from_hydra() -> RunContext:
 def run_task(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     """Validate ``cfg`` (every range check and every check across groups, before any work) and
     run ``cfg.task.name``."""
-    from advpure.tasks.registry import TASKS
+    from advpure.config.enums import TaskName
+    from advpure.tasks.registry import TASK_STORES, TASKS
 
     validate_config(cfg)
     check_combinations(cfg)
     require_writable(context.run_dir, f"the run folder {context.run_dir} (hydra.run.dir)")
-    store = "paths.evaluations" if cfg.task.name == "evaluate" else "paths.training"
+    store = TASK_STORES[TaskName(cfg.task.name)]
     if OmegaConf.select(cfg, store) is not None:
         require_writable(OmegaConf.select(cfg, store), store)
     check_placement(cfg, context)

@@ -11,11 +11,39 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import platform
 from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from advpure.tasks.context import package_versions
+VERSIONED_PACKAGES = (
+    "advpure",
+    "torch",
+    "torchvision",
+    "torchsde",
+    "pyautoattack",
+    "torchattacks",
+    "diffusers",
+    "hydra-core",
+    "omegaconf",
+    "pytorch-lightning",
+    "wandb",
+    "scikit-learn",
+    "numpy",
+)
+"""The packages whose versions change numbers (recorded in results, part of every work key)."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that change numbers."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 @functools.cache

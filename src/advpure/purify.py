@@ -33,9 +33,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from advpure.errors import AdvpureError, ConfigError
+
+if TYPE_CHECKING:
+    from advpure.purifiers.protocol import Purifier
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 EXIT_BAD_INPUT = 2
@@ -355,13 +358,13 @@ def check_options(args: argparse.Namespace) -> None:
             )
 
 
-def describe(purifier: Any, cfg: Any, channels: int, side: int, device: str) -> str:
+def describe(purifier: Purifier, cfg: Any, channels: int, side: int, device: str) -> str:
     """One line naming the purifier, its main settings, the images it takes and the seed."""
-    settings = purifier.settings() if callable(getattr(purifier, "settings", None)) else {}
+    settings = purifier.settings()
     parts = [f"{key}={settings[key]}" for key in ("t_star", "n_steps") if key in settings]
     kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
     return (
-        f"purifier {settings.get('name', type(purifier).__name__)} ({', '.join(parts) or 'no settings'}; "
+        f"purifier {purifier.name} ({', '.join(parts) or 'no settings'}; "
         f"budget {cfg.get('budget')}) on {channels}x{side}x{side} {kind} images in [0, 1], device {device}, "
         f"seed {cfg.seed}"
     )

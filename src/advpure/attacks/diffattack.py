@@ -87,6 +87,7 @@ class DiffAttack(PGDEOT):
         loss: AttackLoss = AttackLoss.ce,
         deviation_weight: float = 1.0,
         seed: int = 0,
+        eot_chunk: int | None = None,
     ) -> None:
         super().__init__(
             eps,
@@ -98,6 +99,7 @@ class DiffAttack(PGDEOT):
             n_restarts,
             loss,
             seed,
+            eot_chunk,
         )
         self.deviation_weight = float(deviation_weight)
         self._clean: torch.Tensor | None = None
@@ -110,15 +112,15 @@ class DiffAttack(PGDEOT):
         finally:
             self._clean = None
 
-    def eot_step(
-        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool = True
+    def eot_chunk_step(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, copies: int, with_gradient: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """As PGD-EOT's, on the objective with the deviation term (b points, n_eot copies each)."""
+        """As PGD-EOT's, on the objective with the deviation term (b points, ``copies`` copies each)."""
         if not isinstance(model, PurifiedModel) or self._clean is None or not backbones(model.purifier):
             self._observed_steps = 0
-            return super().eot_step(model, x_adv, y, with_gradient)
+            return super().eot_chunk_step(model, x_adv, y, copies, with_gradient)
         purifier, classifier = model.purifier, model.classifier
-        repeat = [self.n_eot, *[1] * (x_adv.ndim - 1)]
+        repeat = [copies, *[1] * (x_adv.ndim - 1)]
         tape = NoiseTape()
         with torch.no_grad(), observed_states(purifier) as reference:
             purifier(self._clean.repeat(*repeat), tape)
@@ -129,7 +131,7 @@ class DiffAttack(PGDEOT):
                 purified = purifier(batch, tape.replay())
             self._observed_steps = len(states)
             logits = classifier(purified)
-            objective = LOSSES[self.loss](logits, y.repeat(self.n_eot))
+            objective = LOSSES[self.loss](logits, y.repeat(copies))
             if states and len(states) == len(reference):
                 deviation = torch.stack(
                     [(s.float() - r.float()).flatten(1).pow(2).mean(1) for s, r in zip(states, reference, strict=True)]
@@ -138,8 +140,8 @@ class DiffAttack(PGDEOT):
             grad = None
             if with_gradient:
                 (tiled,) = torch.autograd.grad(objective.sum(), batch)
-                grad = tiled.view(self.n_eot, *x_adv.shape).sum(0)
-        return logits.detach(), objective.detach().view(self.n_eot, -1), grad
+                grad = tiled.view(copies, *x_adv.shape).sum(0)
+        return logits.detach(), objective.detach().view(copies, -1), grad
 
     def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = super().attack(model, x, y)

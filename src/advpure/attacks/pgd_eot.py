@@ -40,6 +40,8 @@ class PGDEOT(Attack):
         n_restarts: independent runs; later ones attack only the images not yet fooled.
         loss: ``ce``, ``margin`` or ``dlr`` (maximized).
         seed: seeds the attack's own generator (random starts); the model's randomness is its own.
+        eot_chunk: EOT copies per model call (``None``: all n_eot in one call); bounds memory so
+            that many copies (DiffBreak's 128) run on a small machine, with the same gradient sum.
     """
 
     name = "pgd_eot"
@@ -60,6 +62,7 @@ class PGDEOT(Attack):
         n_restarts: int = 1,
         loss: AttackLoss = AttackLoss.ce,
         seed: int = 0,
+        eot_chunk: int | None = None,
     ) -> None:
         super().__init__(eps, norm)
         self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
@@ -69,22 +72,40 @@ class PGDEOT(Attack):
         self.n_restarts = int(n_restarts)
         self.loss = AttackLoss(loss)
         self.seed = int(seed)
+        self.eot_chunk = eot_chunk
 
     def eot_step(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One batched call of n_eot copies of x_adv (b, C, H, W): the logits (n_eot * b, K) (copy
-        k of point i at row k * b + i), the per-draw losses (n_eot, b) and, if asked, the sum over
-        draws of d loss / d x_adv (b, C, H, W)."""
+        """n_eot copies of x_adv (b, C, H, W), in calls of at most ``eot_chunk`` copies (``None``: one
+        call): the logits (n_eot * b, K) (copy k of point i at row k * b + i), the per-draw losses
+        (n_eot, b) and, if asked, the sum over draws of d loss / d x_adv (b, C, H, W). Chunking
+        changes memory, not the estimator: the sum is the same as one big batch's."""
+        chunk = self.n_eot if self.eot_chunk is None else max(1, min(int(self.eot_chunk), self.n_eot))
+        logits, losses, grad = [], [], None
+        for start in range(0, self.n_eot, chunk):
+            copies = min(chunk, self.n_eot - start)
+            chunk_logits, chunk_losses, chunk_grad = self.eot_chunk_step(model, x_adv, y, copies, with_gradient)
+            logits.append(chunk_logits)
+            losses.append(chunk_losses)
+            if chunk_grad is not None:
+                grad = chunk_grad if grad is None else grad + chunk_grad
+        return torch.cat(logits), torch.cat(losses), grad
+
+    def eot_chunk_step(
+        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, copies: int, with_gradient: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One batched call on ``copies`` copies of x_adv: logits (copies * b, K), losses (copies, b),
+        summed gradient (b, C, H, W) or ``None``."""
         with torch.set_grad_enabled(with_gradient):
-            batch = x_adv.detach().repeat(self.n_eot, *[1] * (x_adv.ndim - 1)).requires_grad_(with_gradient)
+            batch = x_adv.detach().repeat(copies, *[1] * (x_adv.ndim - 1)).requires_grad_(with_gradient)
             logits = model(batch)
-            losses = LOSSES[self.loss](logits, y.repeat(self.n_eot))
+            losses = LOSSES[self.loss](logits, y.repeat(copies))
             grad = None
             if with_gradient:
                 (tiled,) = torch.autograd.grad(losses.sum(), batch)
-                grad = tiled.view(self.n_eot, *x_adv.shape).sum(0)
-        return logits.detach(), losses.detach().view(self.n_eot, -1), grad
+                grad = tiled.view(copies, *x_adv.shape).sum(0)
+        return logits.detach(), losses.detach().view(copies, -1), grad
 
     def eot_gradient(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over n_eot forward passes of d loss / d x_adv, from one batched call: (B, C, H, W)."""
@@ -164,5 +185,6 @@ class PGDEOT(Attack):
             "n_restarts": self.n_restarts,
             "loss": self.loss.value,
             "seed": self.seed,
+            "eot_chunk": self.eot_chunk,
             "reduced_budget": self.n_iter < PUBLISHED_STEPS or self.n_eot < PUBLISHED_EOT,
         }

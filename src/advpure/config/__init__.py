@@ -1,10 +1,12 @@
-"""Structured-config schemas (one per config group option), resolvers and start-up validation."""
+"""Config: the vocabulary every layer shares, and what run.py checks before any work.
 
-from advpure.config.resolvers import register_resolvers
-from advpure.config.schema import register_schemas
-from advpure.config.validate import validate_config
+- :mod:`advpure.config.enums` and :mod:`advpure.config.checks`: categorical values and range
+  checks, imported by every layer (they import nothing of advpure's but errors).
+- :mod:`advpure.config.schema` (+ ``schema_*``): one typed schema per config-group option;
+  :mod:`advpure.config.validate`: start-up validation of a composed config;
+  :mod:`advpure.config.catalog` and :mod:`advpure.config.resolvers`: conf/'s groups and the
+  resolvers its files use; :func:`advpure.config.registry.register_config` makes Hydra know the
+  schemas and resolvers (run.py, the Python API and the tests call it before composing).
 
-register_resolvers()
-register_schemas()
-
-__all__ = ["validate_config"]
+This ``__init__`` imports nothing: importing ``advpure.config.enums`` loads the enums only.
+"""

@@ -1,6 +1,6 @@
-"""The user-facing config groups of conf/, read from the folders themselves: one source for
-``python run.py --help`` and the README's config-group table (``python -m advpure.config.catalog``
-prints it; tests/test_catalog.py keeps the README's copy current).
+"""Where conf/ is (:func:`project_root`) and its user-facing config groups, read from the folders
+themselves: one source for ``python run.py --help`` and the README's config-group table
+(``python -m advpure.config.catalog`` prints it; tests/test_catalog.py keeps the README's copy current).
 
 A group is a folder of conf/ holding option files; ``schema/``, ``protocol/`` and ``hydra/`` are
 advpure's internals, and ``budget/<group>/`` sub-folders are selected by ``budget=...`` for you.
@@ -8,13 +8,12 @@ advpure's internals, and ``budget/<group>/`` sub-folders are selected by ``budge
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
-from advpure.config.resolvers import project_root
 
 INTERNAL_GROUPS = ("schema", "protocol", "hydra")
 # What choosing an option of each group decides (the options themselves come from the folders).
@@ -32,6 +31,16 @@ GROUP_PURPOSE = {
     "experiment": "a named recipe: a published setting or a digits preset (`+experiment=<name>`)",
     "sweep": "a sweep preset for `-m` (`+sweep=<name>`)",
 }
+
+
+def project_root() -> Path:
+    """The folder holding conf/ and checkpoints/: $ADVPURE_ROOT, else the source checkout, else cwd."""
+    if "ADVPURE_ROOT" in os.environ:
+        return Path(os.environ["ADVPURE_ROOT"]).resolve()
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "conf" / "config.yaml").is_file():
+        return checkout
+    return Path.cwd()
 
 
 @dataclass(frozen=True)

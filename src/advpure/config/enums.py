@@ -146,6 +146,7 @@ class TaskName(str, Enum):
     train_diffusion = "train_diffusion"
     train_agdm_aux = "train_agdm_aux"
     certify = "certify"
+    audit = "audit"
 
 
 class Accelerator(str, Enum):

@@ -8,20 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from enum import Enum
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-
-def project_root() -> Path:
-    """The folder holding conf/ and checkpoints/: $ADVPURE_ROOT, else the source checkout, else cwd."""
-    if "ADVPURE_ROOT" in os.environ:
-        return Path(os.environ["ADVPURE_ROOT"]).resolve()
-    checkout = Path(__file__).resolve().parents[3]
-    if (checkout / "conf" / "config.yaml").is_file():
-        return checkout
-    return Path.cwd()
-
+from advpure.config.catalog import groups_text, project_root
 
 JOB_DIRNAME_LIMIT = 120
 
@@ -47,14 +39,7 @@ def sqlite_url(path: str) -> str:
 
 def enum_value(value: object) -> str:
     """The plain value of an enum field (a run folder's name says ``evaluate``, not ``TaskName.evaluate``)."""
-    return str(getattr(value, "value", value))
-
-
-def config_groups_text() -> str:
-    """The user-facing config groups and their options (``python run.py --help``)."""
-    from advpure.config.catalog import groups_text
-
-    return groups_text()
+    return str(value.value) if isinstance(value, Enum) else str(value)
 
 
 def register_resolvers() -> None:
@@ -66,6 +51,6 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("sqlite_url"):
         OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
     if not OmegaConf.has_resolver("advpure_groups"):
-        OmegaConf.register_new_resolver("advpure_groups", config_groups_text)
+        OmegaConf.register_new_resolver("advpure_groups", groups_text)
     if not OmegaConf.has_resolver("enum_value"):
         OmegaConf.register_new_resolver("enum_value", enum_value)

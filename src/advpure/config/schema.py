@@ -44,6 +44,9 @@ from advpure.config.enums import (
     SdeSolver,
     TaskName,
 )
+from advpure.audit.settings import AuditSchema
+from advpure.config.schema_base import TaskSchema
+from advpure.config.schema_certify import CertifyTaskSchema
 
 # ----------------------------------------------------------------------------- dataset
 
@@ -194,7 +197,7 @@ class DiffusionSchema(ModelSchema):
     ``pretrained``: a local diffusers-format folder (``config.json`` +
     ``diffusion_pytorch_model.safetensors``) or, on an online machine, a hub id; read with
     ``from_pretrained(use_safetensors=True)``. ``weights``: a file in a published model's own
-    format, converted at load by the network class's ``load_published_weights`` (score_sde's
+    format, read at load by its class's reader (:mod:`advpure.diffusion.published_weights`: score_sde's
     NCSN++ checkpoint, e.g. DiffPure's CIFAR-10 ``checkpoint_8.pth``, EMA weights; guided-diffusion's
     ``256x256_diffusion_uncond.pt``), read with ``torch.load(weights_only=True)``. Set at most
     one of ``checkpoint``, ``pretrained`` and ``weights``.
@@ -499,11 +502,13 @@ class PGDEOTSchema(AttackSchema):
     n_restarts: int = 1
     loss: AttackLoss = AttackLoss.ce
     seed: int = 0
+    eot_chunk: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_interval("step_size", self.step_size, 0.0, low_open=True, allow_none=True)
         require_at_least("n_restarts", self.n_restarts, 1)
+        require_at_least("eot_chunk", self.eot_chunk, 1, allow_none=True)
         require_seed("seed", self.seed)
 
 
@@ -701,13 +706,6 @@ class CsvLoggerSchema(LoggerSchema):
 
 
 @dataclass
-class TaskSchema:
-    """What run.py does; ``name`` selects the task function."""
-
-    name: TaskName = MISSING
-
-
-@dataclass
 class ObjectiveSchema:
     """What an evaluation returns to a search (the Optuna sweeper): ``metric`` if the defended
     clean accuracy reaches ``clean_floor``, else a value below every feasible one (see
@@ -742,6 +740,10 @@ class EvaluateTaskSchema(TaskSchema):
     resume: bool = True
     on_nonfinite: NonFinitePolicy = NonFinitePolicy.stop
     objective: ObjectiveSchema | None = None
+    # Attack-failure audit after the evaluation (advpure.audit): on the first audit_images images.
+    audit: bool = False
+    audit_images: int = 16
+    audit_options: AuditSchema = field(default_factory=AuditSchema)
 
     def __post_init__(self) -> None:
         require_at_least("subset_index", self.subset_index, 0)
@@ -755,6 +757,39 @@ class EvaluateTaskSchema(TaskSchema):
         require_at_least("n_panel", self.n_panel, 0)
         require_at_least("n_vote", self.n_vote, 1)
         require_at_least("n_worst", self.n_worst, 1)
+        require_at_least("audit_images", self.audit_images, 1)
+
+
+@dataclass
+class AuditTaskSchema(TaskSchema):
+    """Audit an evaluation's setting (advpure.audit) without re-running the evaluation: ``run_dir``
+    a finished evaluate run folder (its ``.hydra/config.yaml`` gives the setting, its
+    ``results.json`` the records), or null to audit the composed config's setting, whose first
+    ``n_images`` test images (``subset_*``, ``class_balanced`` as in task=evaluate) are then
+    evaluated in one batch (``n_vote`` / ``n_worst`` draws) and audited."""
+
+    name: TaskName = TaskName.audit
+    run_dir: str | None = None
+    n_images: int = 16
+    n_vote: int = 10
+    n_worst: int = 10
+    subset_seed: int | None = None
+    subset_index: int = 0
+    class_balanced: bool = False
+    on_nonfinite: NonFinitePolicy = NonFinitePolicy.stop
+    audit_options: AuditSchema = field(default_factory=AuditSchema)
+
+    def __post_init__(self) -> None:
+        require_path("run_dir", self.run_dir)
+        require_at_least("n_images", self.n_images, 1)
+        require_at_least("n_vote", self.n_vote, 1)
+        require_at_least("n_worst", self.n_worst, 1)
+        require_at_least("subset_index", self.subset_index, 0)
+        require_seed("subset_seed", self.subset_seed, allow_none=True)
+        if self.class_balanced and self.subset_seed is None:
+            from advpure.errors import ConfigError
+
+            raise ConfigError("class_balanced", "needs a seeded subset", "set task.subset_seed=<int>")
 
 
 @dataclass
@@ -958,13 +993,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "train_classifier": TrainClassifierTaskSchema,
         "train_diffusion": TrainDiffusionTaskSchema,
         "train_agdm_aux": TrainAgdmAuxTaskSchema,
+        "certify": CertifyTaskSchema,
+        "audit": AuditTaskSchema,
     },
 }
-
-# task=certify's schema (its own module) extends TaskSchema above, so it is imported after it.
-from advpure.config.schema_certify import CertifyTaskSchema  # noqa: E402
-
-SCHEMAS["task"]["certify"] = CertifyTaskSchema
 
 
 def register_schemas() -> None:

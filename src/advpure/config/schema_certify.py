@@ -1,6 +1,6 @@
 """Schema of ``task=certify`` (randomized smoothing with the diffusion model as denoiser).
 
-Registered as ``schema/task/certify`` by :mod:`advpure.config.schema`; the range checks of the
+Listed as ``schema/task/certify`` by :mod:`advpure.config.schema`; the range checks of the
 smoothing parameters are :func:`advpure.certify.smoothing.check_smoothing_parameters`' (one
 source), run once at start-up by validation (errors name ``task.<key>``).
 """
@@ -12,7 +12,7 @@ from enum import Enum
 
 from advpure.config.checks import require_at_least
 from advpure.config.enums import TaskName
-from advpure.config.schema import TaskSchema
+from advpure.config.schema_base import TaskSchema
 
 
 class DenoiserKind(str, Enum):

@@ -8,9 +8,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from advpure.config.enums import GradMode, Norm, TaskName
 from advpure.config.schema import RootSchema
 from advpure.errors import ConfigError
 from advpure.io import JsonFileError, read_json
+from advpure.purifiers.protocol import Capabilities, capabilities
 
 GROUPS = ("dataset", "classifier", "diffusion", "purifier", "attack", "hardware", "logger", "task")
 
@@ -63,9 +65,9 @@ def check_combinations(cfg: DictConfig) -> None:
     Raises ``ConfigError`` naming the key (and the checkpoint file, for a checkpoint) and the fix.
     """
     shape = dataset_shape(cfg.dataset)
-    task = str(cfg.task.name.value if hasattr(cfg.task.name, "value") else cfg.task.name)
+    task = TaskName(cfg.task.name)
     nodes: list[tuple[str, DictConfig, int | None]] = []
-    if task == "evaluate":
+    if task == TaskName.evaluate:
         _check_attack(cfg, shape)
         _check_purifier(cfg)
         nodes.append(("classifier", cfg.classifier, None))
@@ -73,11 +75,11 @@ def check_combinations(cfg: DictConfig) -> None:
             nodes.append(("diffusion", cfg.diffusion, cfg.diffusion.get("image_size")))
         if cfg.purifier.get("auxiliary") is not None:
             nodes.append(("purifier.auxiliary", cfg.purifier.auxiliary, None))
-    elif task == "train_classifier":
+    elif task == TaskName.train_classifier:
         nodes.append(("classifier", cfg.classifier, None))
-    elif task == "train_diffusion" and cfg.diffusion.get("pretrained") is None:
+    elif task == TaskName.train_diffusion and cfg.diffusion.get("pretrained") is None:
         nodes.append(("diffusion", cfg.diffusion, cfg.diffusion.get("image_size")))
-    elif task == "train_agdm_aux":
+    elif task == TaskName.train_agdm_aux:
         nodes.append(("task", cfg.task, None))
     if shape is None:
         return
@@ -109,8 +111,8 @@ def dataset_shape(node: DictConfig) -> tuple[int, int, int] | None:
 
 def _check_attack(cfg: DictConfig, shape: tuple[int, int, int] | None) -> None:
     attack = cfg.attack
-    norm = str(getattr(attack.norm, "value", attack.norm))
-    if attack.get("eps") is not None and shape is not None and norm == "L2":
+    norm = Norm(attack.norm)
+    if attack.get("eps") is not None and shape is not None and norm == Norm.L2:
         largest = math.sqrt(shape[0] * shape[1] * shape[2])
         if float(attack.eps) > largest:
             raise ConfigError(
@@ -125,36 +127,39 @@ def _check_attack(cfg: DictConfig, shape: tuple[int, int, int] | None) -> None:
         check_norm(str(attack.name), norm)
 
 
-def _purifier_class(node: DictConfig) -> Any:
+def _purifier_capabilities(node: DictConfig) -> Capabilities | None:
+    """What the purifier class ``node`` names declares (:mod:`advpure.purifiers.protocol`); None
+    when the class cannot be imported (building it then fails, naming the key)."""
     from hydra.utils import get_class
 
     try:
-        return get_class(node._target_)
+        purifier_class = get_class(node._target_)
     except Exception:  # an unknown target fails at build, naming the key
         return None
+    return capabilities(purifier_class)
 
 
 def _uses_backbone(node: DictConfig) -> bool:
-    return bool(getattr(_purifier_class(node), "uses_backbone", True))
+    declared = _purifier_capabilities(node)
+    return declared is None or declared.uses_backbone
 
 
 def _check_purifier(cfg: DictConfig) -> None:
-    purifier = _purifier_class(cfg.purifier)
-    if purifier is None:
+    declared = _purifier_capabilities(cfg.purifier)
+    if declared is None:
         return
-    grad_mode = str(getattr(cfg.purifier.grad_mode, "value", cfg.purifier.grad_mode))
-    name = getattr(purifier, "name", purifier.__name__)
-    if grad_mode == "adjoint" and not getattr(purifier, "supports_adjoint", False):
+    grad_mode = GradMode(cfg.purifier.grad_mode)
+    if grad_mode == GradMode.adjoint and not declared.supports_adjoint:
         raise ConfigError(
             "purifier.grad_mode",
-            f"'adjoint' is torchsde's stochastic adjoint of the continuous VP-SDE; purifier {name!r} is not one "
-            "(a discrete or guided sampler has no adjoint)",
+            f"'adjoint' is torchsde's stochastic adjoint of the continuous VP-SDE; purifier {declared.name!r} is not "
+            "one (a discrete or guided sampler has no adjoint)",
             "use purifier=diffpure for the adjoint, or purifier.grad_mode=full for exact gradients",
         )
-    if grad_mode == "guidance_blind" and not getattr(purifier, "supports_guidance", False):
+    if grad_mode == GradMode.guidance_blind and not declared.supports_guidance:
         raise ConfigError(
             "purifier.grad_mode",
-            f"'guidance_blind' treats a guidance gradient as constant; purifier {name!r} has no guidance",
+            f"'guidance_blind' treats a guidance gradient as constant; purifier {declared.name!r} has no guidance",
             "use it with purifier=gdmp, mimicdiffusion or agdm, or set purifier.grad_mode=full",
         )
 

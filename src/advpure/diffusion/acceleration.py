@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from advpure.config.enums import CompileMode
-from advpure.diffusion.backbone import EpsilonBackbone
+from advpure.diffusion.backbone import EpsilonBackbone, backbone_settings
 
 
 class AcceleratedBackbone(nn.Module):
@@ -56,7 +56,7 @@ class AcceleratedBackbone(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """What a result file records: the memory format and the compile mode."""
-        inner = self.backbone.settings() if callable(getattr(self.backbone, "settings", None)) else {}
+        inner = backbone_settings(self.backbone)
         return {**inner, "channels_last": self.channels_last, "compile": self.compile_mode.value}
 
 

@@ -7,7 +7,7 @@ A continuous-time caller's ``t`` maps to the discrete label ``999 t`` the networ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from diffusers import UNet2DModel
@@ -20,9 +20,25 @@ LABEL_SCALE = 999.0
 
 
 class EpsilonBackbone(Protocol):
-    """``x``: (B, C, H, W) in about [-1, 1]; ``t``: (B,) or scalar in [0, 1] -> eps (B, C, H, W)."""
+    """``x``: (B, C, H, W) in about [-1, 1]; ``t``: (B,) or scalar in [0, 1] -> eps (B, C, H, W),
+    the same shape and dtype as ``x``."""
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DescribedBackbone(Protocol):
+    """A backbone that says how it computes (a wrapper's precision, memory format, compile mode)."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+
+def backbone_settings(backbone: EpsilonBackbone) -> dict[str, Any]:
+    """What a result file records about how ``backbone`` computes: its ``settings()`` if it is a
+    :class:`DescribedBackbone`, else nothing (a plain network computes as built)."""
+    return backbone.settings() if isinstance(backbone, DescribedBackbone) else {}
 
 
 class UNetEpsilon(nn.Module):

@@ -20,13 +20,13 @@ ran in).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from advpure.config.enums import Precision
-from advpure.diffusion.backbone import EpsilonBackbone
+from advpure.diffusion.backbone import EpsilonBackbone, backbone_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,16 @@ DTYPES: dict[Precision, torch.dtype] = {
     Precision.fp16: torch.float16,
     Precision.bf16: torch.bfloat16,
 }
+
+
+@runtime_checkable
+class NativePrecision(Protocol):
+    """A backbone that converts itself to compute in a low precision (guided-diffusion's own fp16
+    torso: :meth:`advpure.diffusion.guided.GuidedEpsilon.compute_in`) instead of running under autocast."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def compute_in(self, dtype: torch.dtype) -> None: ...
 
 
 class LowPrecisionBackbone(nn.Module):
@@ -53,10 +63,9 @@ class LowPrecisionBackbone(nn.Module):
             raise ValueError("LowPrecisionBackbone is for fp16/bf16; use the backbone itself for fp32")
         self.backbone = backbone
         self.dtype = DTYPES[self.precision]
-        compute_in = getattr(backbone, "compute_in", None)
-        self.native = compute_in is not None
-        if compute_in is not None:
-            compute_in(self.dtype)
+        self.native = isinstance(backbone, NativePrecision)
+        if isinstance(backbone, NativePrecision):
+            backbone.compute_in(self.dtype)
         self._warned_cpu = False
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -74,7 +83,7 @@ class LowPrecisionBackbone(nn.Module):
 
     def settings(self) -> dict[str, Any]:
         """What a result file records: the format and how it is applied."""
-        inner = self.backbone.settings() if callable(getattr(self.backbone, "settings", None)) else {}
+        inner = backbone_settings(self.backbone)
         return {**inner, "precision": self.precision.value, "mode": "native" if self.native else "autocast"}
 
 

@@ -473,14 +473,6 @@ class ScoreSdeEpsilon(NCSNpp):
         labels = (t * LABEL_SCALE).expand(x.shape[0]) if t.ndim == 0 else t * LABEL_SCALE
         return self.network_output(x, labels)
 
-    def load_published_weights(self, path: Any) -> dict[str, Any]:
-        """Load score_sde's released weights (``checkpoint_8.pth``: its EMA weights; or a plain state
-        dict) strictly; what ``diffusion.weights`` means for this network. See
-        :func:`advpure.diffusion.score_sde_weights.load_score_sde_weights`."""
-        from advpure.diffusion.score_sde_weights import load_score_sde_weights  # it imports this module
-
-        return load_score_sde_weights(self, path)
-
     def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """VP-SDE score ``-eps / std(t)``, ``std(t) = sqrt(1 - alpha_bar(t))`` with this model's betas;
         shapes as :meth:`forward`."""

@@ -163,6 +163,8 @@ def format_table(results: dict[str, Any]) -> str:
     if "defended_robust_protocol" in m and attack.get("verdict_rule"):
         lines.append(f"- {verdict}: {attack['verdict_rule']}; {VERDICT_NOTE}")
     lines += check_lines(results.get("attack_checks"))
+    if results.get("audit"):  # the attack-failure audit (advpure.audit): its verdict line
+        lines.append(f"- {results['audit']['verdict']} (indicators, thresholds and fixes: audit.md)")
     lines += [
         "",
         "| model | clean accuracy | robust accuracy |",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,17 @@ EMBEDDING_DISTANCES: dict[EmbeddingDistance, Callable[[torch.Tensor, torch.Tenso
     EmbeddingDistance.cosine: _cosine_distance,
 }
 """(B, D) x (B, D) -> (B,) distances between embeddings."""
+
+
+@runtime_checkable
+class PenultimateFeatures(Protocol):
+    """An auxiliary network that also gives its penultimate features (``embedding=penultimate``)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) in [0, 1] -> features (B, D)."""
+        ...
 
 
 class AGDM(GuidedChain, DiffPureDDPM):
@@ -105,7 +116,7 @@ class AGDM(GuidedChain, DiffPureDDPM):
             if not float(value) >= 0.0:
                 raise ConfigError(f"purifier.{key}", f"{value!r} is out of range", "set a value >= 0 (0 turns it off)")
         self.embedding = EmbeddingLayer(embedding)
-        if self.embedding == EmbeddingLayer.penultimate and not callable(getattr(auxiliary, "penultimate", None)):
+        if self.embedding == EmbeddingLayer.penultimate and not isinstance(auxiliary, PenultimateFeatures):
             raise ConfigError(
                 "purifier.embedding",
                 f"'penultimate' needs a penultimate(x) method, which {type(auxiliary).__name__} lacks",

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from advpure.config.enums import GradMode
-from advpure.diffusion.backbone import EpsilonBackbone
+from advpure.diffusion.backbone import DescribedBackbone, EpsilonBackbone
 from advpure.errors import ConfigError
 from advpure.purifiers.checkpointing import checkpointed_step
 from advpure.purifiers.gradients import GRADIENT_RULES
@@ -169,6 +169,6 @@ class ReversePurifier(nn.Module):
         }
         if self.grad_mode == GradMode.surrogate and self.surrogate is not None:
             settings["surrogate"] = self.surrogate.settings()
-        if callable(getattr(self.backbone, "settings", None)):  # e.g. a half-precision backbone's format
+        if isinstance(self.backbone, DescribedBackbone):  # e.g. a half-precision backbone's format
             settings["backbone"] = self.backbone.settings()
         return settings

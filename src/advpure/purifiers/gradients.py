@@ -9,28 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from advpure.config.enums import GradMode
-
-if TYPE_CHECKING:
-    from advpure.purifiers.base import ReversePurifier
-    from advpure.purifiers.noise import NoiseSource
-
-PurifyFn = Callable[["ReversePurifier", torch.Tensor, "NoiseSource"], torch.Tensor]
+from advpure.purifiers.noise import NoiseSource
+from advpure.purifiers.protocol import Purifier
 
 
-def _exact(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+class ReverseProcess(Protocol):
+    """What a rule calls on a purifier (:class:`~advpure.purifiers.base.ReversePurifier` has it):
+    the real purification, its adjoint variant and the cheaper surrogate (or None)."""
+
+    surrogate: Callable[[torch.Tensor, NoiseSource], torch.Tensor] | None
+
+    def purify(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor: ...
+
+    def purify_adjoint(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor: ...
+
+
+PurifyFn = Callable[[ReverseProcess, torch.Tensor, NoiseSource], torch.Tensor]
+
+
+def _exact(purifier: ReverseProcess, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     return purifier.purify(x, noise)
 
 
-def _adjoint(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+def _adjoint(purifier: ReverseProcess, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     return purifier.purify_adjoint(x, noise)
 
 
-def _surrogate(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+def _surrogate(purifier: ReverseProcess, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     """Value of the real purification, gradient of the surrogate's (straight-through).
 
     The surrogate draws from the same noise source: a seeded source gives it the same
@@ -42,14 +52,14 @@ def _surrogate(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -
     return approx + (real - approx).detach()
 
 
-def _bpda(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+def _bpda(purifier: ReverseProcess, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     """Value of the real purification, gradient of the identity (Athalye et al. 2018)."""
     with torch.no_grad():
         real = purifier.purify(x, noise)
     return x + (real - x).detach()
 
 
-def _no_graph(purifier: ReversePurifier, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+def _no_graph(purifier: ReverseProcess, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
     """Value only: the attack never differentiates the purifier."""
     with torch.no_grad():
         return purifier.purify(x, noise)
@@ -89,6 +99,6 @@ GRADIENT_RULES: dict[GradMode, GradientRule] = {
 }
 
 
-def gradient_rule(purifier: object) -> GradientRule:
-    """The rule of ``purifier.grad_mode`` (exact for a purifier without one)."""
-    return GRADIENT_RULES[GradMode(getattr(purifier, "grad_mode", GradMode.full))]
+def gradient_rule(purifier: Purifier) -> GradientRule:
+    """The rule of ``purifier.grad_mode``."""
+    return GRADIENT_RULES[purifier.grad_mode]

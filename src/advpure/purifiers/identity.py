@@ -12,10 +12,15 @@ from advpure.purifiers.noise import NoiseSource
 
 
 class IdentityPurifier(nn.Module):
-    """Returns its input: (B, C, H, W) in [0, 1] -> the same tensor (exact gradient: identity)."""
+    """Returns its input: (B, C, H, W) in [0, 1] -> the same tensor (exact gradient: identity).
 
-    uses_backbone = False
+    A :class:`~advpure.purifiers.protocol.Purifier` like every other; ``backbone`` is accepted and
+    ignored (``uses_backbone`` is False: no diffusion model is loaded for it)."""
+
     name = "none"
+    uses_backbone = False
+    supports_adjoint = False
+    supports_guidance = False
 
     def __init__(self, backbone: Any = None, grad_mode: GradMode = GradMode.full) -> None:
         super().__init__()

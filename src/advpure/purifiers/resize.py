@@ -21,6 +21,7 @@ from torch import nn
 
 from advpure.config.enums import GradMode
 from advpure.purifiers.noise import NoiseSource
+from advpure.purifiers.protocol import Purifier
 
 RESIZE_MODE = "bilinear"
 
@@ -29,7 +30,7 @@ class ResizedPurifier(nn.Module):
     """``purifier`` working at ``image_size`` x ``image_size``, whatever the input's size.
 
     Args:
-        purifier: a purifier (x (B, C, H, W) in [0, 1] -> the same).
+        purifier: a purifier (:class:`~advpure.purifiers.protocol.Purifier`: x (B, C, H, W) in [0, 1] -> the same).
         image_size: side the purifier works at (the backbone's native size, e.g. 256).
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1]: resized to (image_size,
@@ -37,22 +38,34 @@ class ResizedPurifier(nn.Module):
     skipped, so the result is the inner purifier's, bit for bit.
     """
 
-    uses_backbone = True
-
-    def __init__(self, purifier: nn.Module, image_size: int) -> None:
+    def __init__(self, purifier: Purifier, image_size: int) -> None:
         super().__init__()
         self.purifier = purifier
         self.image_size = int(image_size)
         self.resized_from: set[tuple[int, int]] = set()
 
+    # The contract's declarations are the inner purifier's: resizing changes none of them.
+
     @property
     def grad_mode(self) -> GradMode:
         """The inner purifier's grad mode (what attacks and the scoring read)."""
-        return GradMode(getattr(self.purifier, "grad_mode", GradMode.full))
+        return self.purifier.grad_mode
 
     @property
     def name(self) -> str:
-        return str(getattr(self.purifier, "name", type(self.purifier).__name__))
+        return self.purifier.name
+
+    @property
+    def uses_backbone(self) -> bool:
+        return self.purifier.uses_backbone
+
+    @property
+    def supports_adjoint(self) -> bool:
+        return self.purifier.supports_adjoint
+
+    @property
+    def supports_guidance(self) -> bool:
+        return self.purifier.supports_guidance
 
     def forward(self, x: torch.Tensor, noise: NoiseSource | None = None) -> torch.Tensor:
         """x (B, C, H, W) in [0, 1] -> purified at ``image_size``, returned at (H, W)."""
@@ -84,6 +97,6 @@ class ResizedPurifier(nn.Module):
         }
 
 
-def resized(purifier: nn.Module, image_size: int | None) -> nn.Module:
+def resized(purifier: Purifier, image_size: int | None) -> Purifier:
     """``purifier`` itself when ``image_size`` is None, else wrapped in :class:`ResizedPurifier`."""
     return purifier if image_size is None else ResizedPurifier(purifier, image_size)

@@ -141,6 +141,7 @@ def table_rows(rows: list[SweepRow]) -> list[dict[str, Any]]:
                 "defended_robust_protocol": m.get("defended_robust_protocol", {}).get("value"),
                 "undefended_robust": m["undefended_robust"]["value"],
                 "reduced_budget": bool(r["attack"].get("reduced_budget")),
+                **({"audit": r["audit"]["verdict"]} if r.get("audit") else {}),  # task.audit=true
                 "folder": row.job_dir.name,
             }
         )
@@ -157,6 +158,7 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
     attacks = {attack_text(r["attack"]) for r in done}
     attack_column = len(attacks) > 1
     verdict_column = any("defended_robust_protocol" in r["metrics"] for r in done)
+    audit_column = any(r.get("audit") for r in done)  # jobs run with task.audit=true
     lines = [f"### Sweep {sweep_dir.name}", ""]
     if done:
         first = done[0]
@@ -174,6 +176,7 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
     header = ["job"] + (["attack"] if attack_column else []) + ["grad mode", "defended clean"]
     header += ["defended robust, single draw", "majority vote", "worst of N"]
     header += (["attack's own verdict"] if verdict_column else []) + ["undefended robust"]
+    header += ["audit"] if audit_column else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         r = row.results
@@ -187,6 +190,7 @@ def format_markdown(rows: list[SweepRow], sweep_dir: Path) -> str:
         cells = [row.label] + ([attack_text(r["attack"])] if attack_column else []) + [mode_cell]
         cells += [_pct(m["defended_clean"]), _pct(m["defended_robust"]), _scored(m, "majority")]
         cells += [_scored(m, "worst")] + ([_protocol(m)] if verdict_column else []) + [_pct(m["undefended_robust"])]
+        cells += [(r.get("audit") or {}).get("verdict", "-")] if audit_column else []
         lines.append("| " + " | ".join(cells) + " |")
     axis = numeric_axis(rows)
     plot = f"accuracy against {axis}, 95% interval bands" if axis else "robust accuracy per job"

@@ -42,16 +42,15 @@ from advpure.certify.report import PUBLISHED_N, PUBLISHED_N0, correct_radii, for
 from advpure.certify.smoothing import certify as certify_input
 from advpure.certify.store import CertificateStore
 from advpure.config.schema_certify import DenoiserKind
-from advpure.diffusion.acceleration import accelerated
-from advpure.diffusion.precision import with_precision
 from advpure.errors import ConfigError
 from advpure.evaluation.batches import stream_seed
 from advpure.evaluation.subsets import dataset_labels, select_subset
-from advpure.fingerprints import work_key
+from advpure.fingerprints import package_versions, work_key
 from advpure.instantiate import build
 from advpure.io import require_writable
-from advpure.tasks.components import build_backbone, build_classifier, build_logger, purifier_on
-from advpure.tasks.context import RunContext, package_versions
+from advpure.purifiers.protocol import capabilities
+from advpure.tasks.components import build_classifier, build_logger, purification_backbone, purifier_on
+from advpure.tasks.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +163,14 @@ def build_smoothed_classifier(cfg: DictConfig, num_classes: int, device: torch.d
             f"is {cfg.diffusion.image_size}: certify denoises at the data's size (the noise level is in its pixels)",
             "set diffusion.image_size=null and a diffusion model trained at the data's size",
         )
-    if not getattr(get_class(cfg.purifier._target_), "uses_backbone", True):
+    if not capabilities(get_class(cfg.purifier._target_)).uses_backbone:
         raise ConfigError(
             "purifier",
             "uses no diffusion model, so it has no noise schedule for sigma",
             "select a diffusion purifier: purifier=diffpure, diffpure_ddpm or diffpure_ode",
         )
     classifier = build_classifier(cfg.classifier, require_weights=True)
-    backbone = build_backbone(cfg.diffusion, require_weights=True)
-    backbone = accelerated(backbone, cfg.diffusion.get("channels_last", False), cfg.diffusion.get("compile", "off"))
-    backbone = with_precision(backbone, cfg.diffusion.get("precision") or "fp32")
+    backbone = purification_backbone(cfg.diffusion)
     try:
         level = dds_level(schedule_of(purifier_on(cfg.purifier, backbone)), float(task.sigma))
     except ConfigError as error:

@@ -14,11 +14,13 @@ from torch import nn
 
 from advpure.checkpoints import checkpoint_paths, load_weights
 from advpure.diffusion.acceleration import accelerated
-from advpure.diffusion.backbone import UNetEpsilon
+from advpure.diffusion.backbone import EpsilonBackbone, UNetEpsilon
 from advpure.diffusion.precision import with_precision
+from advpure.diffusion.published_weights import load_published_weights
 from advpure.errors import ConfigError
 from advpure.instantiate import build
 from advpure.models.classifier_weights import load_classifier_weights
+from advpure.purifiers.protocol import Purifier, capabilities
 from advpure.purifiers.resize import resized
 from advpure.training.progress import ProgressBar
 
@@ -76,22 +78,15 @@ def training_start(net: nn.Module, init_from: str | None, net_node: DictConfig, 
 
 def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
     """The ``diffusion`` group's noise predictor, from a checkpoint, a diffusers folder, a published
-    model's own file (``weights``, read by the network class's ``load_published_weights``), or fresh."""
+    model's own file (``weights``, read by its class's reader: :mod:`advpure.diffusion.published_weights`),
+    or fresh."""
     if cfg.pretrained is not None:
         return UNetEpsilon.from_pretrained(cfg.pretrained)
     net = build(cfg.net, key="diffusion.net")
     if cfg.checkpoint is not None:
         load_weights(net, cfg.checkpoint, net=net_config(cfg.net))
     elif cfg.get("weights") is not None:
-        load_published = getattr(net, "load_published_weights", None)
-        if load_published is None:
-            raise ConfigError(
-                "diffusion.weights",
-                f"is set, but the network {type(net).__name__} reads no published weights file",
-                "use diffusion.checkpoint (advpure checkpoint) or diffusion.pretrained (diffusers folder); "
-                "diffusion.weights is for diffusion=score_sde_cifar10 and diffusion=guided_imagenet256",
-            )
-        load_published(cfg.weights)
+        load_published_weights(net, cfg.weights)
     elif require_weights:
         raise ConfigError(
             "diffusion.checkpoint",
@@ -103,7 +98,7 @@ def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
     return net
 
 
-def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float | None = None) -> nn.Module:
+def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float | None = None) -> Purifier:
     """The ``purifier`` group's purifier (and its ``surrogate``, if any, on the same backbone);
     the backbone is loaded only if the purifier uses one. ``threat_eps`` fills a null
     ``guide_eps`` (GDMP's guidance scale is set from the perturbation budget). The backbone
@@ -111,16 +106,22 @@ def build_purifier(cfg: DictConfig, diffusion_cfg: DictConfig, threat_eps: float
     ``diffusion.channels_last`` and ``diffusion.compile`` say (:mod:`advpure.diffusion.acceleration`);
     with ``diffusion.image_size`` set, the purifier works at that size and inputs of another size
     are resized to it and back (:mod:`advpure.purifiers.resize`)."""
-    purifier_class = get_class(cfg._target_)
-    if not getattr(purifier_class, "uses_backbone", True):
+    if not capabilities(get_class(cfg._target_)).uses_backbone:
         return purifier_on(cfg, None, threat_eps)
-    backbone = build_backbone(diffusion_cfg, require_weights=True)
-    backbone = accelerated(backbone, diffusion_cfg.get("channels_last", False), diffusion_cfg.get("compile", "off"))
-    backbone = with_precision(backbone, diffusion_cfg.get("precision") or "fp32")
+    backbone = purification_backbone(diffusion_cfg)
     return resized(purifier_on(cfg, backbone, threat_eps), diffusion_cfg.get("image_size"))
 
 
-def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None) -> nn.Module:
+def purification_backbone(diffusion_cfg: DictConfig) -> EpsilonBackbone:
+    """The ``diffusion`` group's noise predictor as a purifier calls it: trained weights loaded,
+    in the memory format and compiled as ``diffusion.channels_last`` and ``diffusion.compile`` say,
+    computing in ``diffusion.precision``; ``(x in [-1, 1], t in [0, 1]) -> eps`` of x's shape and dtype."""
+    backbone = build_backbone(diffusion_cfg, require_weights=True)
+    backbone = accelerated(backbone, diffusion_cfg.get("channels_last", False), diffusion_cfg.get("compile", "off"))
+    return with_precision(backbone, diffusion_cfg.get("precision") or "fp32")
+
+
+def purifier_on(cfg: DictConfig, backbone: Any, threat_eps: float | None = None) -> Purifier:
     """The ``purifier`` node built on a given backbone; its ``surrogate`` node (if any) is built
     first, on the same backbone, and handed over, as is its ``auxiliary`` network (AGDM's c_phi,
     loaded from its checkpoint)."""

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import platform
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-VERSIONED_PACKAGES = (
-    "advpure",
-    "torch",
-    "torchvision",
-    "torchsde",
-    "pyautoattack",
-    "torchattacks",
-    "diffusers",
-    "hydra-core",
-    "omegaconf",
-    "pytorch-lightning",
-    "wandb",
-    "scikit-learn",
-    "numpy",
-)
 
 
 @dataclass
@@ -36,17 +18,6 @@ class RunContext:
     choices: dict[str, str] = field(default_factory=dict)
     multirun: bool = False
     sweep: str | None = None
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that change numbers."""
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def command_line(overrides: list[str]) -> str:

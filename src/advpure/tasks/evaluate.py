@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,20 @@ from advpure.evaluation.module import EvaluationModule
 from advpure.evaluation.report import format_table, summarize, write_results
 from advpure.evaluation.store import BatchStore, evaluation_key
 from advpure.evaluation.subsets import dataset_labels, select_subset
+from advpure.fingerprints import package_versions
 from advpure.instantiate import build
 from advpure.io import write_atomic, write_json_atomic
 from advpure.sweeps.objective import objective_value
+from advpure.tasks.audit import (
+    attack_factory,
+    audit_evaluation,
+    audit_metrics,
+    audited_result_key,
+    note_audit,
+    store_config,
+)
 from advpure.tasks.components import build_classifier, build_logger, build_purifier, build_trainer
-from advpure.tasks.context import RunContext, package_versions
+from advpure.tasks.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +46,8 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     is not run again: its result files are copied into this run's folder."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    store = BatchStore(cfg.paths.evaluations, evaluation_key(config))  # type: ignore[arg-type]
-    result_key = store.result_key(cfg.task.n_images, cfg.task.n_panel)
+    store = BatchStore(cfg.paths.evaluations, evaluation_key(store_config(config)))  # type: ignore[arg-type]
+    result_key = audited_result_key(store.result_key(cfg.task.n_images, cfg.task.n_panel), config)  # type: ignore[arg-type]
     finished = store.load_finished(result_key) if cfg.task.resume else None
     if finished is not None:
         return reuse_finished(finished, context, result_key)
@@ -92,7 +102,9 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         cfg.task.batch_size,
         store.folder,
     )
+    started = time.perf_counter()
     trainer.test(module, verbose=False)
+    evaluation_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
 
@@ -150,6 +162,12 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         results["objective"] = objective_value(results["metrics"], str(objective.metric.value), objective.clean_floor)
     # The store's copy first: a job whose results.json exists is then always skipped on a re-run.
     finished = store.finished_folder(result_key)
+    if cfg.task.get("audit", False):  # audit.md / audit.json go with the other result files
+        all_computed = results["batches"]["reused"] == 0
+        factory = attack_factory(cfg.attack, eps)
+        device = trainer.strategy.root_device
+        seconds = evaluation_seconds if all_computed else None
+        results["audit"] = audit_evaluation(cfg, module, factory, chosen, results, seconds, finished, device)
     write_results(finished, results, module.records, module.panel)
     paths = copy_result_files(finished, context.run_dir)
     table = format_table(results)
@@ -215,7 +233,8 @@ def _log_results(trainer: pl.Trainer, results: dict[str, Any], records: list[dic
     them (W&B) the per-example table and the image panel."""
     flat = {f"final/{name}": m["value"] for name, m in results["metrics"].items()}
     for logger in trainer.loggers:
-        logger.log_metrics(flat)
+        logger.log_metrics({**flat, **audit_metrics(results.get("audit"))})
+        note_audit(logger, results.get("audit"))
         if hasattr(logger, "log_table") and records:
             logger.log_table(key="records", columns=list(records[0]), data=[list(r.values()) for r in records])
         if hasattr(logger, "log_image") and panel is not None:

@@ -1,4 +1,4 @@
-"""TaskName -> task function."""
+"""TaskName -> task function, and the store each task writes its finished work to."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from advpure.config.enums import TaskName
+from advpure.tasks.audit import audit
 from advpure.tasks.certify import certify
 from advpure.tasks.context import RunContext
 from advpure.tasks.evaluate import evaluate
@@ -21,4 +22,14 @@ TASKS: dict[TaskName, Callable[[DictConfig, RunContext], dict[str, Any]]] = {
     TaskName.train_diffusion: train_diffusion,
     TaskName.train_agdm_aux: train_agdm_aux,
     TaskName.certify: certify,
+    TaskName.audit: audit,
+}
+# The store each task keeps its finished work in (checked writable before any work starts).
+TASK_STORES: dict[TaskName, str] = {
+    TaskName.evaluate: "paths.evaluations",
+    TaskName.certify: "paths.evaluations",
+    TaskName.audit: "paths.evaluations",
+    TaskName.train_classifier: "paths.training",
+    TaskName.train_diffusion: "paths.training",
+    TaskName.train_agdm_aux: "paths.training",
 }

@@ -19,10 +19,11 @@ from torch import nn
 
 from advpure.checkpoints import save_checkpoint
 from advpure.config.enums import Norm
+from advpure.fingerprints import package_versions
 from advpure.instantiate import build
 from advpure.io import write_json_atomic, write_text_atomic
 from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config, training_start
-from advpure.tasks.context import RunContext, package_versions
+from advpure.tasks.context import RunContext
 from advpure.training.auxiliary import AuxiliaryModule, DiffusionLevels
 from advpure.training.pgd import pgd_attack
 from advpure.training.resume import fit, prepare_resume

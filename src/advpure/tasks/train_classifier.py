@@ -10,9 +10,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from advpure.checkpoints import save_checkpoint
+from advpure.fingerprints import package_versions
 from advpure.instantiate import build
 from advpure.tasks.components import build_logger, build_trainer, net_config, training_start
-from advpure.tasks.context import RunContext, package_versions
+from advpure.tasks.context import RunContext
 from advpure.training.classifier import ClassifierModule
 from advpure.training.resume import fit, prepare_resume
 

@@ -12,11 +12,12 @@ import torch
 from omegaconf import DictConfig
 
 from advpure.checkpoints import save_checkpoint
-from advpure.diffusion.sampling import sample_images
 from advpure.diffusion.schedule import DiscreteSchedule
 from advpure.errors import AdvpureError, ConfigError
+from advpure.fingerprints import package_versions
 from advpure.instantiate import build
 from advpure.io import write_atomic
+from advpure.purifiers.sampling import sample_images
 from advpure.tasks.components import (
     build_classifier,
     build_logger,
@@ -24,7 +25,7 @@ from advpure.tasks.components import (
     net_config,
     training_start,
 )
-from advpure.tasks.context import RunContext, package_versions
+from advpure.tasks.context import RunContext
 from advpure.training.diffusion import DiffusionModule
 from advpure.training.resume import fit, prepare_resume
 

@@ -1,4 +1,5 @@
-"""Unconditional samples: the reverse VP-SDE from pure noise (DiffPure's solver with t* = 1)."""
+"""Unconditional samples: the reverse VP-SDE from pure noise (DiffPure's solver with t* = 1), for
+looking at what a diffusion model has learned (``task=train_diffusion`` writes a grid of them)."""
 
 from __future__ import annotations
 
