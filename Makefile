@@ -28,9 +28,10 @@ test: $(STAMP)  ## fast tests (no slow, no gpu), < 10 min on 2 CPU cores
 test-full: $(STAMP)  ## all tests including slow ones (gpu tests run only where CUDA is present)
 	$(PY) -m pytest -q -m "not gpu or gpu" $(ARGS)
 
-bench: $(STAMP)  ## benchmarks: purification vs DiffPure's reference path -> benchmarks/RESULTS.md; grad memory -> benchmarks/results/
+bench: $(STAMP)  ## benchmarks: purification vs DiffPure's reference path -> benchmarks/RESULTS.md; grad memory, attack cost -> benchmarks/results/
 	$(PY) benchmarks/purification.py $(ARGS)
 	$(PY) benchmarks/grad_memory.py
+	$(PY) benchmarks/attack_cost.py
 
 device-kit: $(STAMP)  ## .device_site: the packages the GPU machine lacks, for benchmarks/device/gpu_checks.sh there
 	bash benchmarks/device/prepare.sh

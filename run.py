@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from advpure.cli import check_output_folder, override_hints
+from advpure.cli import check_mode_flags, check_output_folder, override_hints
 from advpure.cli import main as run_main
 from advpure.config.registry import register_config
 from advpure.errors import AdvpureError
@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     try:  # Hydra creates the output folder before advpure runs, and fails there with a traceback
+        check_mode_flags(sys.argv[1:])
         check_output_folder(sys.argv[1:])
     except AdvpureError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
+from advpure.api import compose_config
 from advpure.checkpoints import load_weights
 from advpure.config.enums import Norm
 from advpure.data.digits import DigitsDataModule
@@ -51,8 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        backbone = build_backbone(compose("config").diffusion, require_weights=True).eval()
+    backbone = build_backbone(compose_config().diffusion, require_weights=True).eval()
     classifier, auxiliary = _shipped("classifier"), _shipped("agdm_aux")
     data = DigitsDataModule()
     data.setup()

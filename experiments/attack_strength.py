@@ -106,10 +106,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--purifier", default="diffpure")
     parser.add_argument("--attacks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "attack_strength")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "attack_strength", help="run folders")
+    parser.add_argument("--doc-dir", type=Path, default=ROOT / "docs", help="where the table is written")
     parser.add_argument("extra", nargs="*", help="overrides given to every run (after --)")
     args = parser.parse_args()
-    doc = ROOT / "docs" / f"attack_strength_{args.purifier}.md"
+    doc = args.doc_dir / f"attack_strength_{args.purifier}.md"
+    args.doc_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
     stored = doc.with_suffix(".json")
     if stored.is_file():  # rows of attacks not re-run this time are kept

@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def run_setting(name: str, images: int, audit_images: int, extra: list[str], out
         *extra,
     ]
     print("$", " ".join(command[1:]), flush=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _children_cpu()
     with tempfile.TemporaryDirectory(prefix="audit-digits-store-") as store:  # a fresh store: nothing reused
         env = {**os.environ, "ADVPURE_EVALUATIONS": store, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         subprocess.run(command, check=True, cwd=ROOT, env=env)
@@ -80,6 +81,7 @@ def run_setting(name: str, images: int, audit_images: int, extra: list[str], out
     return {
         "overrides": SETTINGS[name] + extra,
         "wall_seconds": time.monotonic() - started,
+        "cpu_seconds": _children_cpu() - cpu,
         "metrics": {k: results["metrics"][k] for k in METRICS},
         "attack": {k: results["attack"].get(k) for k in ("name", "version", "n_iter", "n_eot", "eps", "norm")},
         "audit": {k: audit[k] for k in AUDIT_KEYS},
@@ -88,6 +90,12 @@ def run_setting(name: str, images: int, audit_images: int, extra: list[str], out
             for row in audit["indicators"]
         },
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pct(metric: dict) -> str:
@@ -122,8 +130,8 @@ def document(rows: dict[str, dict], images: int, audit_images: int, notes: str) 
         "## Verdicts and cost",
         "",
         "| setting | defended clean | robust, single draw | robust, majority of 10 | audit | evaluation | audit "
-        "| audit / evaluation (time) | audit / evaluation (purifier forwards) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| audit / evaluation (time) | audit / evaluation (purifier forwards) | CPU of the command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         m, cost = row["metrics"], row["audit"]["cost"]
@@ -131,8 +139,14 @@ def document(rows: dict[str, dict], images: int, audit_images: int, notes: str) 
             f"| `{name}` ({' '.join(row['overrides'])}) | {pct(m['defended_clean'])} | {pct(m['defended_robust'])} | "
             f"{pct(m['defended_robust_majority'])} | {cell(row['audit']['verdict'])} | "
             f"{cost['evaluation_seconds']:.0f} s | {cost['audit_seconds']:.0f} s | {cost['time_ratio']:.2f}x | "
-            f"{cost['forward_ratio']:.2f}x |"
+            f"{cost['forward_ratio']:.2f}x | {row['cpu_seconds'] / 60:.1f} min |"
         )
+    total = sum(row["cpu_seconds"] for row in rows.values()) / 60
+    lines += [
+        "",
+        f"CPU time of the {len(rows)} commands together: {total:.1f} min (evaluation, audit, start-up and writing; "
+        "wall times above are of the evaluation and the audit alone, on a machine shared with other work).",
+    ]
     lines += [
         "",
         "## Every indicator",

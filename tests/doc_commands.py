@@ -1,8 +1,9 @@
 """The shell commands the documentation prints, as a user would type them.
 
 Read from README.md, experiments/README.md and docs/*.md: every line of a fenced ``bash``/``sh``
-block and of an indented code block, and every inline code span that starts with ``python run.py``,
-``python -m advpure`` or ``make `` (a ``\\`` at a line's end continues it; ``#`` starts a comment).
+block and of an indented code block, and every inline code span that starts with
+``python run.py``, ``python -m advpure``, ``python experiments/`` or ``make `` (a ``\\`` at a
+line's end continues it; ``#`` starts a comment).
 A command holding a ``<placeholder>`` is a template (``python run.py attack=<name>``): it is listed
 as such, never run. tests/test_doc_commands.py runs them.
 """
@@ -19,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "experiments/README.md", "docs/*.md")
 SHELL_FENCES = ("bash", "sh", "shell", "console")
-STARTS = ("python run.py", "python -m advpure", "make ")
+STARTS = ("python run.py", "python -m advpure", "make ", "python experiments/")
 # Hydra flags followed by a value (``--cfg job``).
 FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp")
 # make targets whose recipe is a multirun (Makefile).

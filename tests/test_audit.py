@@ -241,6 +241,31 @@ def test_approximation_gap_flags_an_approximation_the_exact_gradient_beats():
     assert result.verdict == Verdict.failed and "overstates" in result.fix
 
 
+def test_a_wrapped_purifier_has_its_inner_purifiers_gradient_modes_switched():
+    """A wrapper (as the resizing one) exposes its inner purifier's grad_mode: the audit switches
+    the inner one, and restores it."""
+
+    class Wrapper(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.purifier = inner
+
+        @property
+        def grad_mode(self) -> GradMode:
+            return self.purifier.grad_mode
+
+        def forward(self, x: torch.Tensor, noise: NoiseSource | None = None) -> torch.Tensor:
+            return self.purifier(x, noise)
+
+    inner = ModedPurifier(masked=True)
+    ctx = context(Wrapper(inner))
+    assert ctx.mode_holder is inner and ctx.modes() == [GradMode.full, GradMode.bpda, GradMode.blind]
+    with ctx.target(GradMode.bpda):
+        assert inner.grad_mode == GradMode.bpda
+    assert inner.grad_mode == GradMode.full
+    assert run("approximation_gap", ctx).verdict == Verdict.failed
+
+
 def test_black_box_fails_when_square_beats_a_wrong_sign_attack_and_passes_against_a_working_one():
     wrong = run("black_box", context(Gaussian(), WrongSign))
     assert wrong.verdict == Verdict.failed

@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ SHRINK = {
     "task.trades.steps": 1,
 }
 FAST = (
+    "python experiments/published_standins.py /tmp/standins",
     "make run",
     "make help",
     "make install",
@@ -72,6 +74,25 @@ FAST = (
     "python run.py purifier.t_star=0.05 attack.norm=L2",
     "python run.py task=train_classifier",
 )
+# Scripts under experiments/: their budget-shrinking arguments (and, for a script that rewrites a
+# committed doc, where its table goes instead: {tmp}). Every documented script needs an entry.
+SCRIPT_SHRINK = {
+    "experiments/agdm_aux_transfer.py": ["--n-images", "2", "--steps", "2", "--draws", "2"],
+    "experiments/published_standins.py": [],
+    "experiments/attack_strength.py": [
+        "--doc-dir",
+        "{tmp}",
+        "--out",
+        "{tmp}/runs",
+        "--",
+        "task.n_images=2",
+        "task.batch_size=2",
+        "task.n_vote=2",
+        "task.n_worst=2",
+        "attack.n_iter=2",
+        "attack.n_eot=2",
+    ],
+}
 # make targets whose recipe is `python run.py ... $(ARGS)` (the shrink overrides go in ARGS).
 RUN_TARGETS = (["make", "run"], ["make", "grad-modes"])
 TIMEOUT = 1800
@@ -113,6 +134,9 @@ def _env() -> dict[str, str]:
 
 def _argv(command: DocCommand, extra: list[str]) -> list[str]:
     argv = command.argv
+    if argv[0] == "python" and argv[1] in SCRIPT_SHRINK:
+        tmp = tempfile.mkdtemp(prefix="advpure_doc_")
+        return [sys.executable, *argv[1:], *(word.replace("{tmp}", tmp) for word in SCRIPT_SHRINK[argv[1]])]
     if argv[0] == "python":
         return [sys.executable, *argv[1:], *extra]
     assert argv[0] == "make", argv
@@ -196,6 +220,8 @@ def test_the_documentation_has_commands_and_every_kind_is_handled():
     assert set(MISTAKES) <= keys and set(NOT_RUN) <= keys
     for command in COMMANDS:
         assert command.argv[0] in ("python", "make"), command.id
+        if command.argv[1].startswith("experiments/"):
+            assert command.argv[1] in SCRIPT_SHRINK, f"{command.id}: add the script's shrink arguments to SCRIPT_SHRINK"
     templates = sorted(c.text for c in COMMANDS if c.is_template)
     assert all("<" in t for t in templates)
 

@@ -109,3 +109,15 @@ def test_sigterm_to_run_py_subprocess_exits_143(tmp_path):
     assert process.returncode == EXIT_SIGTERM, err[-2000:]
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_multirun_with_cfg_is_a_clean_error_not_hydras_traceback():
+    result = subprocess.run(
+        [sys.executable, "run.py", "-m", "purifier.t_star=0.05,0.1", "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot be combined" in result.stderr and "Traceback" not in result.stderr

@@ -172,6 +172,29 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             raise
 
 
+# Hydra's run modes: at most one per command (Hydra itself stops with a traceback otherwise).
+MODE_FLAGS = {
+    "-m": "multirun",
+    "--multirun": "multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+
+
+def check_mode_flags(argv: list[str]) -> None:
+    """Refuse two of Hydra's run modes in one command (e.g. ``-m`` with ``--cfg job``), naming the fix."""
+    modes = list(dict.fromkeys(MODE_FLAGS[word] for word in argv if word in MODE_FLAGS))
+    if len(modes) > 1:
+        raise AdvpureError(
+            f"the flags {' and '.join(modes)} cannot be combined: Hydra runs one mode per command. Fix: to see "
+            "one sweep job's config, drop -m and give one value per key (python run.py purifier.t_star=0.05 --cfg job)"
+        )
+
+
 def override_hints(overrides: list[str]) -> list[str]:
     """A "fix:" line for each override Hydra refused, where advpure knows the fix: Hydra's own
     message suggests appending a key (``+key=value``), which is never the fix for these.

@@ -154,38 +154,50 @@ class AuditContext:
         return GradMode(getattr(self.purifier, "grad_mode", GradMode.full))
 
     @property
+    def mode_holder(self) -> nn.Module | None:
+        """The module that implements advpure's gradient modes (a ``grad_mode`` and a ``purify``):
+        the purifier, or the purifier a wrapper holds (``.purifier``, e.g. the resizing wrapper);
+        ``None``: ``full``, ``bpda`` and ``blind`` are built around the purifier here."""
+        holder = self.purifier
+        wrapped = getattr(holder, "purifier", None)
+        while not callable(getattr(holder, "purify", None)) and isinstance(wrapped, nn.Module):
+            holder, wrapped = wrapped, getattr(wrapped, "purifier", None)
+        implements = hasattr(holder, "grad_mode") and callable(getattr(holder, "purify", None))
+        return holder if implements else None
+
+    @property
     def has_modes(self) -> bool:
-        """Whether the purifier implements advpure's gradient modes itself (a ``grad_mode`` and a
-        ``purify``); else ``full``, ``bpda`` and ``blind`` are built around it here."""
-        return hasattr(self.purifier, "grad_mode") and callable(getattr(self.purifier, "purify", None))
+        """Whether the purifier implements advpure's gradient modes (:attr:`mode_holder`)."""
+        return self.mode_holder is not None
 
     def modes(self) -> list[GradMode]:
         """The gradient modes this purifier supports, ``full`` first (``options.modes`` filters)."""
-        modes = [GradMode.full, GradMode.adjoint, GradMode.surrogate, GradMode.bpda, GradMode.blind]
-        modes.append(GradMode.guidance_blind)
+        holder = self.mode_holder
         supported = {
             GradMode.full: True,
             GradMode.bpda: True,
             GradMode.blind: True,
-            GradMode.adjoint: self.has_modes and bool(getattr(self.purifier, "supports_adjoint", False)),
-            GradMode.surrogate: self.has_modes and getattr(self.purifier, "surrogate", None) is not None,
-            GradMode.guidance_blind: self.has_modes and bool(getattr(self.purifier, "supports_guidance", False)),
+            GradMode.adjoint: bool(getattr(holder, "supports_adjoint", False)),
+            GradMode.surrogate: getattr(holder, "surrogate", None) is not None,
+            GradMode.guidance_blind: bool(getattr(holder, "supports_guidance", False)),
         }
         wanted = self.options.modes
-        return [m for m in modes if supported[m] and (wanted is None or m.value in wanted or m == self.grad_mode)]
+        chosen = [m for m in GradMode if wanted is None or m.value in wanted or m == self.grad_mode]
+        return [m for m in chosen if supported.get(m, False)]
 
     @contextmanager
     def target(self, mode: GradMode | None = None) -> Iterator[nn.Module]:
         """The model an attack differentiates under ``mode`` (default: the evaluated one); the
         purifier's own mode is restored afterwards."""
         mode = self.grad_mode if mode is None else GradMode(mode)
-        if self.has_modes:
-            before = self.purifier.grad_mode
-            self.purifier.grad_mode = mode
+        holder = self.mode_holder
+        if holder is not None:
+            before = holder.grad_mode
+            holder.grad_mode = mode
             try:
                 yield self.defended.attack_target()
             finally:
-                self.purifier.grad_mode = before
+                holder.grad_mode = before
             return
         generic: dict[GradMode, nn.Module] = {
             GradMode.full: self.defended,
@@ -252,7 +264,7 @@ class AuditContext:
     def robust(self, adv_draws: torch.Tensor) -> torch.Tensor:
         """(B,) bool: majority vote correct on the clean draws and on ``adv_draws`` (D, B)."""
         clean = majority_correct(self.clean_draws(), self.y)
-        return clean & majority_correct(adv_draws, self.y).to(clean.device)
+        return clean & majority_correct(adv_draws, self.y).to(clean.device)  # both on the images' device
 
     def rescore(self, x_adv: torch.Tensor, name: str) -> torch.Tensor:
         """(B,) bool robust by majority vote of fresh purifications of ``x_adv`` (stream ``name``)."""

@@ -17,6 +17,7 @@ def majority_correct(draws: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.tensor(
         [majority_vote(column, label, len(column)) for column, label in zip(columns, y.tolist(), strict=True)],
         dtype=torch.bool,
+        device=draws.device,
     )
 
 

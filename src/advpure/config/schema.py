@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from advpure.audit.settings import AuditSchema
 from advpure.config.checks import (
     require_at_least,
     require_interval,
@@ -44,7 +45,6 @@ from advpure.config.enums import (
     SdeSolver,
     TaskName,
 )
-from advpure.audit.settings import AuditSchema
 from advpure.config.schema_base import TaskSchema
 from advpure.config.schema_certify import CertifyTaskSchema
 

@@ -8,7 +8,7 @@ applies the configured gradient mode (:mod:`advpure.purifiers.gradients`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -37,12 +37,15 @@ class ReversePurifier(nn.Module):
 
     Shapes: ``forward(x)``: x (B, C, H, W) in [0, 1] -> purified (B, C, H, W) in [0, 1], one
     random draw per image.
+
+    A :class:`~advpure.purifiers.protocol.Purifier`: a variant declares ``name`` and, where they
+    differ from these, ``supports_adjoint`` and ``supports_guidance``.
     """
 
+    name: ClassVar[str]  # each variant names itself (start-up validation refuses a class without one)
     uses_backbone = True
     supports_adjoint = False
     supports_guidance = False
-    name = "base"
 
     def __init__(
         self,
