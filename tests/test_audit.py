@@ -289,9 +289,11 @@ def test_score_stability_reads_every_evaluated_record():
     ctx = context(nn.Identity())
     ctx.all_records = records
     result = run("score_stability", ctx)
-    # two images robust in half the draws: sd = sqrt(2 * 0.25) / 4
-    assert result.value == pytest.approx(0.5**0.5 / 4)
-    assert result.details["source"] == "the evaluation's records" and result.verdict == Verdict.failed
+    # two images robust in half the draws: sd = sqrt(2 * 0.25) / 4; p = 1/2: se = sqrt(0.25 / 4)
+    assert result.details["sd"] == pytest.approx(0.5**0.5 / 4) and result.details["se"] == pytest.approx(0.25)
+    assert result.value == pytest.approx(0.5**0.5)  # their ratio: the mean of 2 re-scorings is needed
+    assert result.details["draws_needed"] == 2 and result.verdict == Verdict.warned
+    assert result.details["source"] == "the evaluation's records"
 
 
 # ------------------------------------------------------------------ the pieces they share

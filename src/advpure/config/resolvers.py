@@ -2,7 +2,9 @@
 ``${job_dirname:${hydra.job.override_dirname}}`` is a sweep job's folder name;
 ``${sqlite_url:<file>}`` is an SQLAlchemy URL for a local SQLite file (its folder is created);
 ``${enum_value:${task.name}}`` is an enum field's value (``evaluate``, not ``TaskName.evaluate``);
-``${advpure_groups:}`` lists the user-facing config groups (``python run.py --help``)."""
+``${vp_beta:${diffusion.schedule.beta_start},${diffusion.schedule.num_timesteps}}`` is the
+continuous VP-SDE's beta_min of the diffusion model's schedule; ``${advpure_groups:}`` lists the
+user-facing config groups (``python run.py --help``)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ def enum_value(value: object) -> str:
     return str(value.value) if isinstance(value, Enum) else str(value)
 
 
+def vp_beta(beta: float, num_timesteps: int) -> float:
+    """The continuous VP-SDE's beta at a discrete schedule's end point: beta * T (1e-4 -> 0.1,
+    0.02 -> 20 for the 1000-step DDPM schedule)."""
+    return float(beta) * int(num_timesteps)
+
+
 def register_resolvers() -> None:
     """Register advpure's resolvers once (idempotent)."""
     if not OmegaConf.has_resolver("advpure_root"):
@@ -54,3 +62,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("advpure_groups", groups_text)
     if not OmegaConf.has_resolver("enum_value"):
         OmegaConf.register_new_resolver("enum_value", enum_value)
+    if not OmegaConf.has_resolver("vp_beta"):
+        OmegaConf.register_new_resolver("vp_beta", vp_beta)

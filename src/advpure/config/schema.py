@@ -191,6 +191,23 @@ class ClassifierSchema(ModelSchema):
 
 
 @dataclass
+class NoiseScheduleSchema:
+    """The VP noise schedule the diffusion model was trained with: linear betas from ``beta_start``
+    to ``beta_end`` over ``num_timesteps`` steps (the continuous VP-SDE's beta_min = beta_start T,
+    beta_max = beta_end T). It lives with the model (the ``diffusion`` group); purifiers and training
+    tasks interpolate it, and it is checked against a checkpoint's recorded schedule at start-up."""
+
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        require_interval("beta_start", self.beta_start, 0.0, 1.0, low_open=True, high_open=True)
+        require_interval("beta_end", self.beta_end, self.beta_start, 1.0, high_open=True)
+        require_at_least("num_timesteps", self.num_timesteps, 2)
+
+
+@dataclass
 class DiffusionSchema(ModelSchema):
     """Noise-prediction backbone behind the one signature (x in [-1, 1], t in [0, 1]) -> eps.
 
@@ -212,6 +229,7 @@ class DiffusionSchema(ModelSchema):
 
     pretrained: str | None = None
     weights: str | None = None
+    schedule: NoiseScheduleSchema = field(default_factory=NoiseScheduleSchema)
     precision: Precision = Precision.fp32
     image_size: int | None = None
     channels_last: bool = False

@@ -64,6 +64,7 @@ def check_combinations(cfg: DictConfig) -> None:
 
     Raises ``ConfigError`` naming the key (and the checkpoint file, for a checkpoint) and the fix.
     """
+    check_schedule(cfg)
     shape = dataset_shape(cfg.dataset)
     task = TaskName(cfg.task.name)
     nodes: list[tuple[str, DictConfig, int | None]] = []
@@ -89,6 +90,56 @@ def check_combinations(cfg: DictConfig) -> None:
         checkpoint = node.get("checkpoint")
         if checkpoint is not None:
             _check_checkpoint_net(f"{key}.checkpoint", checkpoint, expected, cfg)
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    """The noise schedule has one source, ``diffusion.schedule`` (what the model was trained with):
+    a purifier whose betas were set apart from it, or a diffusion checkpoint that records another
+    schedule, is a ConfigError naming both and the fix."""
+    schedule = cfg.diffusion.get("schedule")
+    if schedule is None:
+        return
+    start, end, steps = float(schedule.beta_start), float(schedule.beta_end), int(schedule.num_timesteps)
+    implied = {"beta_start": start, "beta_end": end, "num_timesteps": steps, "beta_min": start * steps}
+    implied["beta_max"] = end * steps
+    purifier = cfg.get("purifier")
+    if purifier is not None and _uses_backbone(purifier):
+        for key, value in implied.items():
+            given = purifier.get(key)
+            if given is not None and not math.isclose(float(given), value, rel_tol=1e-6):
+                raise ConfigError(
+                    f"purifier.{key}",
+                    f"is {given}, but the diffusion model's schedule (diffusion.schedule: beta_start={start}, "
+                    f"beta_end={end}, num_timesteps={steps}) gives {value:g}",
+                    f"leave purifier.{key} out (it follows diffusion.schedule), or set diffusion.schedule.* to the "
+                    "schedule the model was trained with",
+                )
+    checkpoint = cfg.diffusion.get("checkpoint")
+    if checkpoint is None:
+        return
+    from advpure.checkpoints import checkpoint_paths
+
+    config_path = checkpoint_paths(checkpoint)[1]
+    try:
+        recorded = (read_json(config_path, dict).get("metadata") or {}).get("schedule")
+    except JsonFileError:
+        return  # reported when the checkpoint is loaded, naming diffusion.checkpoint
+    if not isinstance(recorded, dict):
+        return  # a checkpoint that records no schedule (a published model's conversion)
+    trained = (
+        float(recorded.get("beta_start", start)),
+        float(recorded.get("beta_end", end)),
+        int(recorded.get("T", steps)),
+    )
+    if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(trained, (start, end, steps), strict=True)):
+        raise ConfigError(
+            "diffusion.schedule",
+            f"is beta_start={start}, beta_end={end}, num_timesteps={steps}, but {config_path} was trained with "
+            f"beta_start={trained[0]}, beta_end={trained[1]}, num_timesteps={trained[2]}",
+            f"set diffusion.schedule.beta_start={trained[0]} diffusion.schedule.beta_end={trained[1]} "
+            f"diffusion.schedule.num_timesteps={trained[2]}, or point diffusion.checkpoint at a model trained on "
+            "this schedule",
+        )
 
 
 def dataset_shape(node: DictConfig) -> tuple[int, int, int] | None:
