@@ -19,7 +19,7 @@ def test_every_option_file_of_every_user_facing_group_is_listed():
             assert set(groups[folder.name].options) == {p.stem for p in folder.glob("*.yaml")}
             assert groups[folder.name].purpose, f"GROUP_PURPOSE lacks {folder.name}"
     assert set(GROUP_PURPOSE) == set(groups)
-    assert groups["attack"].options[0] == groups["attack"].default == "autoattack"
+    assert groups["attack"].options[0] == groups["attack"].default == "diffhammer"
     assert groups["experiment"].selector == "+experiment"  # not selected by default
 
 

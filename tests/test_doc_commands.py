@@ -291,5 +291,5 @@ def test_run_py_help_lists_the_user_facing_groups_only():
     assert result.returncode == 0
     groups = dict(line.split(": ", 1) for line in result.stdout.splitlines() if re.match(r"^\+?[a-z_]+: \S+, ", line))
     assert {"attack", "purifier", "dataset", "budget", "+experiment", "+sweep"} <= set(groups)
-    assert groups["attack"].startswith("autoattack")  # the default first
+    assert groups["attack"].startswith("diffhammer")  # the default first
     assert not any(name.startswith(("schema", "budget/", "protocol")) for name in groups)

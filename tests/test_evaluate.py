@@ -16,6 +16,7 @@ from advpure.tasks.context import RunContext
 from tests.conftest import ROOT
 
 SMALL = (
+    "attack=autoattack",  # this module checks AutoAttack's own verdict and checks in the table
     "task.n_images=12",
     "task.batch_size=12",
     "attack.n_iter=10",
