@@ -132,11 +132,23 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
 
 
+def _split_at_dashes(words: list[str]) -> tuple[list[str], list[str]]:
+    """(the words before ``--``, the words after it)."""
+    if "--" not in words:
+        return words, []
+    i = words.index("--")
+    return words[:i], words[i + 1 :]
+
+
 def _argv(command: DocCommand, extra: list[str]) -> list[str]:
     argv = command.argv
     if argv[0] == "python" and argv[1] in SCRIPT_SHRINK:
         tmp = tempfile.mkdtemp(prefix="advpure_doc_")
-        return [sys.executable, *argv[1:], *(word.replace("{tmp}", tmp) for word in SCRIPT_SHRINK[argv[1]])]
+        shrink = [word.replace("{tmp}", tmp) for word in SCRIPT_SHRINK[argv[1]]]
+        # options before the command's own "--" (what follows it goes to run.py), overrides after it
+        head, tail = _split_at_dashes(argv[1:])
+        shrink_head, shrink_tail = _split_at_dashes(shrink)
+        return [sys.executable, *head, *shrink_head, *(["--", *tail, *shrink_tail] if tail or shrink_tail else [])]
     if argv[0] == "python":
         return [sys.executable, *argv[1:], *extra]
     assert argv[0] == "make", argv
