@@ -52,6 +52,7 @@ INDICATORS = (
     "score_stability",
 )
 METRICS = ("defended_clean", "defended_robust", "defended_robust_majority")
+ATTACK_KEYS = ("name", "version", "n_iter", "n_eot", "n_restarts", "eps", "norm")
 AUDIT_KEYS = ("verdict", "failed", "warned", "images", "seconds", "purifier_forwards", "cost")
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 
@@ -83,13 +84,23 @@ def run_setting(name: str, images: int, audit_images: int, extra: list[str], out
         "wall_seconds": time.monotonic() - started,
         "cpu_seconds": _children_cpu() - cpu,
         "metrics": {k: results["metrics"][k] for k in METRICS},
-        "attack": {k: results["attack"].get(k) for k in ("name", "version", "n_iter", "n_eot", "eps", "norm")},
+        "attack": {k: results["attack"].get(k) for k in ATTACK_KEYS},
         "audit": {k: audit[k] for k in AUDIT_KEYS},
         "indicators": {
             row["name"]: {k: row[k] for k in ("verdict", "value_text", "budget", "seconds", "fix")}
             for row in audit["indicators"]
         },
     }
+
+
+def machine() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{os.cpu_count()}-core {line.split(':', 1)[1].strip()}"
+    return platform.machine()
 
 
 def _children_cpu() -> float:
@@ -106,10 +117,20 @@ def cell(text: str) -> str:
     return text.replace("|", "/")
 
 
+def attack_text(attack: dict) -> str:
+    """``diffhammer (40 iterations x EOT 8 x 3 restarts)``."""
+    version = f" {attack['version']}" if attack.get("version") else ""
+    restarts = f" x {attack['n_restarts']} restarts" if attack.get("n_restarts") else ""
+    return f"{attack['name']}{version} ({attack['n_iter']} iterations x EOT {attack['n_eot']}{restarts})"
+
+
 def document(rows: dict[str, dict], images: int, audit_images: int, notes: str) -> str:
     """docs/audit_digits.md from the rows (settings in SETTINGS order)."""
     first = next(iter(rows.values()))
     attack = first["attack"]
+    attacks = {attack_text(row["attack"]) for row in rows.values()}
+    if len(attacks) > 1:
+        raise ValueError(f"the rows were made with different attacks ({sorted(attacks)}): re-run every setting")
     lines = [
         "# The attack-failure audit of the digits default",
         "",
@@ -118,12 +139,13 @@ def document(rows: dict[str, dict], images: int, audit_images: int, notes: str) 
         f"    python experiments/audit_digits.py --images {images} --audit-images {audit_images}",
         "",
         "(one `python run.py task.audit=true` per row, each with a fresh batch store; "
-        f"`OMP_NUM_THREADS=1`; {platform.processor() or platform.machine()}, "
+        f"`OMP_NUM_THREADS=1`; {machine()}, "
         f"{datetime.date.today().isoformat()}). Every setting: the shipped digits classifier and diffusion "
-        f"model, {attack['name']} {attack.get('version') or ''} ({attack['n_iter']} iterations x EOT "
-        f"{attack['n_eot']}, the `cpu_quick` budget), {attack['norm']} eps = {attack['eps']:.4g}, seed 0, "
+        f"model, the default attack at its `cpu_quick` budget, {attack_text(attack)}, {attack['norm']} eps = "
+        f"{attack['eps']:.4g}, seed 0, "
         f"the first {images} test images evaluated and the first {audit_images} of them audited (the default "
-        "job evaluates 64 and audits 16: the same ratio). The audit's defaults: `task.audit_options` "
+        f"job evaluates 64 and audits 16{': the same ratio' if images == 4 * audit_images else ''}). The "
+        "audit's defaults: `task.audit_options` "
         "(`src/advpure/audit/settings.py`, each threshold with its rationale); re-run attacks at 10 iterations x "
         "EOT 4, Square 100 queries x EOT 4, rescoring by the majority vote of 10 fresh purifications.",
         "",

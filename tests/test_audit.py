@@ -118,6 +118,9 @@ class ModedPurifier(nn.Module):
         out = x + self.sigma * noise.normal(0, x)
         return torch.round(out * 16) / 16 if self.masked else out
 
+    def purify_copies(self, x: torch.Tensor, n_copies: int, noise: NoiseSource | None = None) -> torch.Tensor:
+        return self(x.repeat(n_copies, 1, 1, 1), noise).view(n_copies, *x.shape)
+
 
 class WrongSign(PGDEOT):
     """PGD-EOT descending the loss: its gradient's sign flipped."""
@@ -302,6 +305,20 @@ def test_score_stability_reads_every_evaluated_record():
 def test_registry_matches_the_names_and_every_indicator_is_documented():
     assert list(INDICATORS) == list(INDICATOR_NAMES)
     assert all(function.__doc__ for function in INDICATORS.values())
+
+
+def test_the_probe_traces_an_attack_that_splits_the_model_into_purifier_and_classifier():
+    """DiffHammer purifies in one call and classifies in another (its gradient is grafted through a
+    stored trajectory): the probe pairs the two calls, so every image gets its trace."""
+    from advpure.attacks.diffhammer import DiffHammer
+
+    x, y = images(FOOLABLE[:6]), torch.zeros(6, dtype=torch.long)
+    attack = DiffHammer(eps=0.2, n_iter=5, n_eot=4, n_restarts=1)
+    ctx = AuditContext(Linear(), ModedPurifier(masked=False), attack, x, y)
+    probed = ctx.probed()
+    assert all(len(history) >= 5 for history in probed.history)  # at least one evaluation per iteration
+    assert bool((probed.best != x).flatten(1).any(1).all())  # and the iterates it saw
+    assert run("silent_success", ctx).verdict == Verdict.passed
 
 
 def test_no_attack_makes_the_attack_indicators_not_applicable():

@@ -89,16 +89,17 @@ def attack_setting(settings: dict[str, Any], *keys: str) -> int | None:
 
 class _BPDA(nn.Module):
     """classifier(purifier(x)) whose backward pass treats the purifier as the identity (for a
-    purifier without grad modes)."""
+    purifier without grad modes). Its parts are not named ``purifier`` / ``classifier``: an attack
+    that splits such a model would differentiate the purifier itself."""
 
     def __init__(self, purifier: nn.Module, classifier: nn.Module) -> None:
         super().__init__()
-        self.purifier, self.classifier = purifier, classifier
+        self.purification, self.classification = purifier, classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            purified = self.purifier(x)
-        return self.classifier(x + (purified - x).detach())
+            purified = self.purification(x)
+        return self.classification(x + (purified - x).detach())
 
 
 @dataclass

@@ -5,11 +5,19 @@ image, the margin at each evaluation and the most adversarial iterate the attack
 :class:`ProbeModel` sits between the attack and the model it attacks and matches every row of
 every call to the image whose eps-ball holds it (the same row of a call of B or k * B rows when
 that fits, else the nearest image), so it works for every attack without touching it.
+
+Attacks that split a defended model into its purifier and classifier (DiffHammer evaluates draws
+in the classifier's input space and grafts gradients through one stored trajectory; DiffAttack
+reads the backbone's states) see the probe as such a model too: its ``purifier`` and
+``classifier`` are thin wrappers of the real ones, and a classifier call is paired with the
+purifier call that produced its rows (same row count), whose inputs are the iterates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,18 +67,40 @@ class ProbeModel(nn.Module):
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: Norm, eps: float) -> None:
         super().__init__()
-        self.model = model
         self.clean, self.y = x.detach(), y
         self.size = GEOMETRIES[Norm(norm)].size
         self.eps = float(eps)
         self.best = Candidates(self.clean)
         self.history: list[list[Evaluation]] = [[] for _ in range(x.shape[0])]
+        self._staged: tuple[torch.Tensor, bool] | None = None
+        parts = (getattr(model, "purifier", None), getattr(model, "classifier", None))
+        self.split = all(isinstance(part, nn.Module) for part in parts)
+        if self.split:  # a classifier after a purifier: probe the pair of them
+            self.purifier = ProbedPurifier(parts[0], self.stage)
+            self.classifier = ProbedClassifier(parts[1], self.pair)
+        else:
+            self.model = model
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.split:
+            return self.classifier(self.purifier(inputs))
         logits = self.model(inputs)
         gradient = torch.is_grad_enabled() and inputs.requires_grad
         self.observe(inputs.detach(), logits.detach(), gradient)
         return logits
+
+    def stage(self, rows: torch.Tensor) -> None:
+        """The purifier was called on ``rows`` (N, C, H, W): the iterates of the next classifier call."""
+        self._staged = (rows.detach(), torch.is_grad_enabled() and rows.requires_grad)
+
+    def pair(self, purified: torch.Tensor, logits: torch.Tensor) -> None:
+        """The classifier gave ``logits`` (N, K) on ``purified`` (N, C, H, W): record them against
+        the staged iterates when the row counts match."""
+        if self._staged is None or self._staged[0].shape[0] != purified.shape[0]:
+            return
+        rows, gradient = self._staged
+        self._staged = None
+        self.observe(rows, logits.detach(), gradient or (torch.is_grad_enabled() and purified.requires_grad))
 
     @torch.no_grad()
     def observe(self, rows: torch.Tensor, logits: torch.Tensor, gradient: bool) -> None:
@@ -109,6 +139,42 @@ class ProbeModel(nn.Module):
             point[rest[found]] = which[found]
             inside[rest[found]] = True
         return point, inside
+
+
+class ProbedPurifier(nn.Module):
+    """``purifier``, telling ``stage`` the rows it purifies: x (N, C, H, W) in [0, 1] for a call,
+    x repeated ``n_copies`` times (copy k of image b at row k * B + b) for ``purify_copies``."""
+
+    def __init__(self, purifier: nn.Module, stage: Callable[[torch.Tensor], None]) -> None:
+        super().__init__()
+        self.inner = purifier
+        self.stage = stage
+
+    @property
+    def grad_mode(self) -> Any:
+        return self.inner.grad_mode
+
+    def forward(self, x: torch.Tensor, noise: Any = None) -> torch.Tensor:
+        self.stage(x)
+        return self.inner(x) if noise is None else self.inner(x, noise)
+
+    def purify_copies(self, x: torch.Tensor, n_copies: int, noise: Any = None) -> torch.Tensor:
+        self.stage(x.repeat(n_copies, *[1] * (x.ndim - 1)))
+        return self.inner.purify_copies(x, n_copies) if noise is None else self.inner.purify_copies(x, n_copies, noise)
+
+
+class ProbedClassifier(nn.Module):
+    """``classifier``, handing ``pair`` its inputs and logits."""
+
+    def __init__(self, classifier: nn.Module, pair: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        super().__init__()
+        self.inner = classifier
+        self.pair = pair
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        self.pair(x, logits)
+        return logits
 
 
 def run_probed(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ProbedRun:

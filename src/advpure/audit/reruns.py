@@ -84,8 +84,15 @@ def approximation_gap(context: AuditContext) -> IndicatorResult:
         "comparisons": {mode.value: c.as_dict() for mode, c in comparisons.items()},
     }
     value = gaps[worst]
-    value_text = f"largest gap {value:+.0%} ({worst.value} vs the evaluated {evaluated.value}); " + ", ".join(
-        f"{mode.value} {float(r.float().mean()):.0%}" for mode, r in robust.items()
+    accuracies = ", ".join(f"{mode.value} {float(r.float().mean()):.0%}" for mode, r in robust.items())
+    lead = (
+        f"{worst.value} leaves {value:.0%} fewer robust than the evaluated {evaluated.value}"
+        if value > 0
+        else f"no mode leaves fewer robust than the evaluated {evaluated.value}"
+    )
+    value_text = (
+        f"{lead} ({accuracies} robust at the reduced budget; {evaluated.value} with its evaluation: "
+        f"{accuracy_evaluated:.0%})"
     )
     threshold_text = f"fail if another mode fools significantly more images (McNemar p < {options.alpha}); warn if more"
     if significant or beating:
