@@ -147,7 +147,7 @@ def document(rows: dict[str, dict], images: int, audit_images: int, notes: str) 
         f"job evaluates 64 and audits 16{': the same ratio' if images == 4 * audit_images else ''}). The "
         "audit's defaults: `task.audit_options` "
         "(`src/advpure/audit/settings.py`, each threshold with its rationale); re-run attacks at 10 iterations x "
-        "EOT 4, Square 100 queries x EOT 4, rescoring by the majority vote of 10 fresh purifications.",
+        "EOT 4 x 1 restart, Square 100 queries x EOT 4, rescoring by the majority vote of 10 fresh purifications.",
         "",
         "## Verdicts and cost",
         "",

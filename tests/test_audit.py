@@ -321,6 +321,14 @@ def test_the_probe_traces_an_attack_that_splits_the_model_into_purifier_and_clas
     assert run("silent_success", ctx).verdict == Verdict.passed
 
 
+def test_reruns_use_the_reduced_budget_capped_at_the_evaluated_attacks():
+    assert context(Gaussian(), n_iter=5, n_eot=8, n_restarts=3).reduced_budget() == {
+        "n_iter": 5,
+        "n_eot": 4,
+        "n_restarts": 1,
+    }
+
+
 def test_no_attack_makes_the_attack_indicators_not_applicable():
     from advpure.attacks.none import NoAttack
 

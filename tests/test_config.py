@@ -75,7 +75,7 @@ def test_default_job_budget_is_reduced_and_published_is_not(compose_cfg):
     quick = compose_cfg()
     assert quick.budget == "cpu_quick"
     budget = (quick.purifier.dt, quick.attack.n_iter, quick.attack.n_eot, quick.task.n_images)
-    assert budget == (0.01, 30, 8, 64)
+    assert budget == (0.01, 40, 8, 64)  # DiffHammer, the default attack: 40 iterations x 8 draws
     published = compose_cfg("budget=published")
     assert (published.purifier.dt, published.attack.n_iter, published.attack.n_eot) == (
         0.001,
@@ -182,15 +182,15 @@ def test_unknown_option_lists_available_ones(compose_cfg):
 
 def test_autoattack_custom_version_needs_known_attacks(compose_cfg):
     with pytest.raises(ConfigError, match=r"attack\.attacks"):
-        build(compose_cfg("attack.version=custom").attack, key="attack", eps=0.1)
+        build(compose_cfg("attack=autoattack", "attack.version=custom").attack, key="attack", eps=0.1)
     with pytest.raises(ConfigError, match="apgd-xx"):
         build(
-            compose_cfg("attack.version=custom", "attack.attacks=[apgd-xx]").attack,
+            compose_cfg("attack=autoattack", "attack.version=custom", "attack.attacks=[apgd-xx]").attack,
             key="attack",
             eps=0.1,
         )
     runner = build(
-        compose_cfg("attack.version=custom", "attack.attacks=[apgd-ce]").attack,
+        compose_cfg("attack=autoattack", "attack.version=custom", "attack.attacks=[apgd-ce]").attack,
         key="attack",
         eps=0.1,
     )

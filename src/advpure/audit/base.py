@@ -300,17 +300,21 @@ class AuditContext:
         return self._cache["probed"]
 
     def reduced_budget(self) -> dict[str, int]:
-        """``n_iter`` / ``n_eot`` of re-run attacks: the options', capped at the evaluated attack's."""
+        """``n_iter`` / ``n_eot`` (and ``n_restarts`` for an attack that declares restarts) of re-run
+        attacks: the options', capped at the evaluated attack's."""
+        settings = self.attack_settings
         budget = {"n_iter": self.options.rerun_n_iter, "n_eot": self.options.rerun_n_eot}
         own = {
-            "n_iter": attack_setting(self.attack_settings, "n_iter", "steps"),
-            "n_eot": attack_setting(self.attack_settings, "n_eot", "eot_iter"),
+            "n_iter": attack_setting(settings, "n_iter", "steps"),
+            "n_eot": attack_setting(settings, "n_eot", "eot_iter"),
         }
+        if isinstance(settings.get("n_restarts"), int):  # a keyword of the attack's own constructor
+            budget["n_restarts"], own["n_restarts"] = self.options.rerun_n_restarts, settings["n_restarts"]
         return {key: min(value, own[key]) if own[key] is not None else value for key, value in budget.items()}
 
     def budget_text(self) -> str:
         budget = self.reduced_budget()
-        return f"re-run at a reduced budget: n_iter={budget['n_iter']}, n_eot={budget['n_eot']}"
+        return "re-run at a reduced budget: " + ", ".join(f"{key}={value}" for key, value in budget.items())
 
     def rerun(self, name: str, eps: float | None = None, mode: GradMode | None = None) -> torch.Tensor:
         """The evaluated attack's family at the reduced budget, at ``eps`` (default: the evaluated

@@ -1,8 +1,9 @@
 """The audit's budgets and thresholds, in one place: ``task.audit_options`` (schema + defaults).
 
 Every threshold carries its rationale in the comment above it. Budgets bound the audit's cost:
-the indicators that run an attack again (unbounded attack, gradient-mode gap, black-box check) use
-``rerun_n_iter`` / ``rerun_n_eot`` (capped at the evaluated attack's own) and say so in their row.
+the indicators that run an attack again (unbounded attack, gradient-mode gap) use ``rerun_n_iter`` /
+``rerun_n_eot`` / ``rerun_n_restarts`` (capped at the evaluated attack's own) and say so in their
+row; the black-box check runs Square with ``square_queries`` x ``square_eot``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ class AuditSchema:
     Budgets: ``n_draws`` fresh purifications rescoring each point by majority vote (null: the
     evaluation's max(n_vote, n_worst)); ``gradient_draws`` EOT draws of the gradient checks;
     ``eot_max_copies`` the largest EOT size the EOT-sufficiency curve measures (it draws twice that
-    many single-draw gradients per image); ``rerun_n_iter`` / ``rerun_n_eot`` the reduced budget of
-    re-run attacks; ``eps_factor`` the unbounded attack's eps multiple; ``square_queries`` and
+    many single-draw gradients per image); ``rerun_n_iter`` / ``rerun_n_eot`` /
+    ``rerun_n_restarts`` the reduced budget of re-run attacks (restarts: for attacks that have
+    them); ``eps_factor`` the unbounded attack's eps multiple; ``square_queries`` and
     ``square_eot`` the black-box check's queries and EOT draws per query; ``modes`` the gradient
     modes compared (null: every mode the purifier supports); ``indicators`` which to run (null: all).
     """
@@ -30,6 +32,7 @@ class AuditSchema:
     eot_max_copies: int = 16
     rerun_n_iter: int = 10
     rerun_n_eot: int = 4
+    rerun_n_restarts: int = 1
     eps_factor: float = 10.0
     square_queries: int = 100
     square_eot: int = 4
@@ -79,6 +82,7 @@ class AuditSchema:
         require_at_least("eot_max_copies", self.eot_max_copies, 1)
         require_at_least("rerun_n_iter", self.rerun_n_iter, 1)
         require_at_least("rerun_n_eot", self.rerun_n_eot, 1)
+        require_at_least("rerun_n_restarts", self.rerun_n_restarts, 1)
         require_interval("eps_factor", self.eps_factor, 1.0, low_open=True)
         require_at_least("square_queries", self.square_queries, 1)
         require_at_least("square_eot", self.square_eot, 1)
