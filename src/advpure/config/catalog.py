@@ -24,7 +24,8 @@ GROUP_PURPOSE = {
     "purifier": "how inputs are purified (DiffPure SDE/DDPM/ODE, GDMP, MimicDiffusion, AGDM, none) and "
     "how attacks differentiate it (`purifier.grad_mode`)",
     "attack": "the adaptive attack on the defended model (gradients through the purifier)",
-    "task": "what run.py does: evaluate, certify, or train a classifier / diffusion model / AGDM's c_phi",
+    "task": "what run.py does: evaluate, audit an evaluation, certify, or train a classifier / diffusion model / "
+    "AGDM's c_phi",
     "hardware": "Lightning accelerator, devices and strategy; `slurm` submits sweep jobs",
     "logger": "W&B (offline by default), CSV or none",
     "budget": "`cpu_quick` shrinks the published budgets to minutes on a CPU; `published` keeps them",
