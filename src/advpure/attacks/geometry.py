@@ -69,3 +69,29 @@ def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
 def clip_to_image(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """The part of ``delta`` that keeps ``x + delta`` in [0, 1]."""
     return (x + delta).clamp(0.0, 1.0) - x
+
+
+# Float slack when deciding whether a point lies in an eps-ball (clamping and projection round).
+BALL_TOLERANCE = 1e-5
+
+
+def match_to_balls(
+    rows: torch.Tensor, clean: torch.Tensor, eps: float, norm: Norm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which clean image's eps-ball holds each row: rows (N, C, H, W), clean (B, C, H, W) ->
+    (point (N,), inside (N,) bool). Rows in the usual copy order (row k * B + b belongs to image b)
+    are matched at once; the others against every image."""
+    size = GEOMETRIES[Norm(norm)].size
+    count = clean.shape[0]
+    point = torch.arange(rows.shape[0], device=rows.device) % count
+    inside = size(rows - clean[point]) <= eps + BALL_TOLERANCE
+    if rows.shape[0] % count != 0:
+        inside[:] = False
+    rest = (~inside).nonzero().squeeze(1)
+    if rest.numel() > 0:
+        distance = torch.stack([size(rows[rest] - image[None]) for image in clean], dim=1)
+        nearest, which = distance.min(1)
+        found = nearest <= eps + BALL_TOLERANCE
+        point[rest[found]] = which[found]
+        inside[rest[found]] = True
+    return point, inside

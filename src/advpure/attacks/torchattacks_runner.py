@@ -18,7 +18,7 @@ import torchattacks
 from torch import nn
 
 from advpure.attacks.base import Attack, Candidates, Trace, fresh_draw_key
-from advpure.attacks.geometry import GEOMETRIES
+from advpure.attacks.geometry import BALL_TOLERANCE, GEOMETRIES, match_to_balls
 from advpure.attacks.losses import margin
 from advpure.config.enums import Norm
 from advpure.errors import ConfigError
@@ -32,7 +32,6 @@ PUBLISHED_BUDGETS: dict[str, dict[str, int]] = {
     "APGD": {"steps": 100, "eot_iter": 20},
 }
 # Distance slack when matching a row the class evaluates to the image whose ball it lies in.
-MATCH_TOLERANCE = 1e-5
 
 
 def class_norm(name: str) -> Norm | None:
@@ -73,7 +72,7 @@ class IterateProbe(nn.Module):
         super().__init__()
         self.model = model
         self.clean, self.y = x.detach(), y
-        self.size = GEOMETRIES[Norm(norm)].size
+        self.norm = Norm(norm)
         self.eps = float(eps)
         self.best = best
         self.trace = trace
@@ -100,19 +99,7 @@ class IterateProbe(nn.Module):
 
     def match(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row (N,): the index of the image whose ball holds it, and whether one does."""
-        count = self.clean.shape[0]
-        point = torch.arange(rows.shape[0], device=rows.device) % count
-        inside = self.size(rows - self.clean[point]) <= self.eps + MATCH_TOLERANCE
-        if rows.shape[0] % count != 0:
-            inside[:] = False
-        rest = (~inside).nonzero().squeeze(1)
-        if rest.numel() > 0:
-            distance = torch.stack([self.size(rows[rest] - image[None]) for image in self.clean], dim=1)
-            nearest, which = distance.min(1)
-            found = nearest <= self.eps + MATCH_TOLERANCE
-            point[rest[found]] = which[found]
-            inside[rest[found]] = True
-        return point, inside
+        return match_to_balls(rows, self.clean, self.eps, self.norm)
 
 
 class TorchAttacksRunner(Attack):
@@ -178,7 +165,7 @@ class TorchAttacksRunner(Attack):
         returned = attack(x, y).detach()
         everyone = torch.arange(x.shape[0], device=x.device)
         key = fresh_draw_key(model, returned, y, 1)
-        outside = ~(GEOMETRIES[self.norm].size(returned - x) <= self.eps + MATCH_TOLERANCE)
+        outside = ~(GEOMETRIES[self.norm].size(returned - x) <= self.eps + BALL_TOLERANCE)
         key[outside] = float("inf")
         best.offer(everyone, returned, key, key[:, 0] > 0)
         self.last_verdict = ~best.fooled

@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from advpure.attacks.base import Attack, Candidates
-from advpure.attacks.geometry import GEOMETRIES
+from advpure.attacks.geometry import match_to_balls
 from advpure.attacks.losses import margin
 from advpure.config.enums import Norm
 
 # Distance slack when matching a row to the ball of an image (float rounding of projections).
-MATCH_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class ProbeModel(nn.Module):
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: Norm, eps: float) -> None:
         super().__init__()
         self.clean, self.y = x.detach(), y
-        self.size = GEOMETRIES[Norm(norm)].size
+        self.norm = Norm(norm)
         self.eps = float(eps)
         self.best = Candidates(self.clean)
         self.history: list[list[Evaluation]] = [[] for _ in range(x.shape[0])]
@@ -126,19 +125,7 @@ class ProbeModel(nn.Module):
 
     def match(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row (N,): the index of the image whose ball holds it, and whether one does."""
-        count = self.clean.shape[0]
-        point = torch.arange(rows.shape[0], device=rows.device) % count
-        inside = self.size(rows - self.clean[point]) <= self.eps + MATCH_TOLERANCE
-        if rows.shape[0] % count != 0:
-            inside[:] = False
-        rest = (~inside).nonzero().squeeze(1)
-        if rest.numel() > 0:
-            distance = torch.stack([self.size(rows[rest] - image[None]) for image in self.clean], dim=1)
-            nearest, which = distance.min(1)
-            found = nearest <= self.eps + MATCH_TOLERANCE
-            point[rest[found]] = which[found]
-            inside[rest[found]] = True
-        return point, inside
+        return match_to_balls(rows, self.clean, self.eps, self.norm)
 
 
 class ProbedPurifier(nn.Module):
