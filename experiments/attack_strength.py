@@ -63,6 +63,7 @@ def run_attack(attack: str, purifier: str, extra: list[str], out: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     results["wall_seconds"] = time.monotonic() - started
     results["overrides"] = BUDGETS[attack]
+    results["command"] = " ".join(["python experiments/attack_strength.py", *sys.argv[1:]])
     return results
 
 
@@ -72,13 +73,16 @@ def cell(metric: dict | None) -> str:
     return f"{100 * metric['value']:.1f}% [{100 * metric['ci_low']:.1f}, {100 * metric['ci_high']:.1f}]"
 
 
-def table(rows: dict[str, dict], purifier: str, command: str) -> str:
+def table(rows: dict[str, dict], purifier: str) -> str:
     n_images = sorted({r["metrics"]["defended_clean"]["n"] for r in rows.values()})
+    commands = sorted({r.get("command", "python experiments/attack_strength.py") for r in rows.values()})
     lines = [
         f"# Attack strength on digits: purifier `{purifier}`, every attack at matched cost",
         "",
         f"Regenerate: `python experiments/attack_strength.py --purifier {purifier}` (one `python run.py` per "
-        f"attack; budgets in the script's BUDGETS). The rows below were measured by `{command}`.",
+        f"attack; budgets in the script's BUDGETS). The rows below were measured by "
+        + " and ".join(f"`{c}`" for c in commands)
+        + ".",
         "",
         f"- defense: the digits default (shipped classifier and diffusion model; "
         f"{' / '.join(map(str, n_images))} test images; Linf eps = 0.15; exact `full` gradients; cpu_quick purifier "
@@ -148,12 +152,15 @@ def main() -> int:
         rows = {a: r for a, r in json.loads(stored.read_text()).items() if a not in args.attacks}
     for attack in args.attacks:
         rows[attack] = run_attack(attack, args.purifier, args.extra, args.out / args.purifier)
-        command = " ".join(["python experiments/attack_strength.py", *sys.argv[1:]])
-        doc.write_text(table(rows, args.purifier, command))  # each row lands as it is measured
+        doc.write_text(table(rows, args.purifier))  # each row lands as it is measured
         doc.with_suffix(".json").write_text(
             json.dumps(
                 {
-                    a: {k: r[k] for k in ("metrics", "attack", "attack_cost", "wall_seconds", "overrides")}
+                    a: {
+                        k: r[k]
+                        for k in ("metrics", "attack", "attack_cost", "wall_seconds", "overrides", "command")
+                        if k in r
+                    }
                     for a, r in rows.items()
                 },
                 indent=1,
