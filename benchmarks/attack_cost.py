@@ -19,6 +19,7 @@ import argparse
 import datetime
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,12 +37,15 @@ from advpure.io import write_text_atomic  # noqa: E402
 from advpure.purifiers.diffpure import DiffPure  # noqa: E402
 
 T_STAR = 0.1
-# Predicted ratio grafted / full EOT, from counting purifier passes in forward units: full EOT is N
-# forward+backward passes (~3 forwards each under per-step checkpointing: forward, recompute,
-# input-only backward); grafted is N forwards without a graph plus one forward+backward (3).
+# Predictions, written before measuring, in forward units F (one graph-free purification of the
+# batch). Measured on this CPU (2026-12-02, 5 steps, batch 1 and 4) before this table existed: a
+# checkpointed forward+backward of N copies costs ~3.1 N F (forward, recomputed forward, input-only
+# backward), one graph-free purification of N copies N F. Full EOT is therefore ~3N F; grafting
+# adds to its N-evaluation (N F) one replayed forward + backward (~3 F): (N + 3) / 3N. The
+# N-evaluation alone is the floor of any method that looks at N draws per iteration: 1/3.
 PREDICTION = {
-    "cuda": "(N + 3) / 3N = 0.43x at N = 10: FLOP-bound, the graph-free forwards cost one forward each",
-    "cpu": "(N + 3) / 3N = 0.43x at N = 10 on the 35.7M-parameter UNet (FLOP-bound even at batch 1 on CPU)",
+    "grafted": "(N + 3) / 3N = 0.43x at N = 10",
+    "floor": "N F / 3N F = 0.33x: the N graph-free purifications DiffHammer's iteration needs",
 }
 
 
@@ -54,18 +58,22 @@ def small_classifier(device: torch.device) -> nn.Module:
     return net.to(device).eval().requires_grad_(False)
 
 
-def seconds(fn, device: torch.device, repeats: int) -> float:
-    """The fastest of ``repeats`` timed calls after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def interleaved_seconds(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` timed calls of each function after one warm-up each, timed in
+    interleaved rounds (A, B, C, A, B, C, ...) so that a load change on a shared machine hits every
+    function alike instead of whichever happened to run then."""
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -75,8 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=10, help="N: purifications per iteration")
     parser.add_argument("--steps", type=int, default=20, help="solver steps (t* = 0.1)")
-    parser.add_argument("--batch", type=int, default=16 if cuda else 1)
-    parser.add_argument("--repeats", type=int, default=3 if cuda else 1)
+    parser.add_argument("--batch", type=int, default=16 if cuda else 4)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     kind = device_kind(device)
@@ -95,7 +103,8 @@ def main() -> None:
         f"({torch.get_num_threads()} threads)",
         f"- DiffPure t* = {T_STAR}, {args.steps} steps, DDPM CIFAR-10 UNet, fp32 loop, grad_mode=full; "
         f"batch {args.batch}; N = {n}",
-        f"- prediction (written before measuring): {PREDICTION['cuda' if cuda else 'cpu']}",
+        f"- prediction (written before measuring): grafted {PREDICTION['grafted']}; N-evaluation alone "
+        f"{PREDICTION['floor']}",
         f"- command: `python benchmarks/attack_cost.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         "| iteration | purifier passes | s / iteration | ratio to full EOT |",
@@ -109,20 +118,40 @@ def main() -> None:
         torch.autograd.grad(loss, batch)
 
     attack = DiffHammer(eps=8 / 255, n_eot=n)
+    evaluation = attack.evaluate_draws(purifier, classifier, x, y, AttackLoss.ce)
+    r, selected = attack.aggregate(evaluation)
 
-    def grafted() -> None:
-        evaluation = attack.evaluate_draws(purifier, classifier, x, y, AttackLoss.ce)
-        r, selected = attack.aggregate(evaluation)
+    def n_evaluation() -> None:
+        attack.evaluate_draws(purifier, classifier, x, y, AttackLoss.ce)
+
+    def graft_only() -> None:
         attack.graft(purifier, x, r, evaluation, selected)
 
-    full_s = seconds(full_eot, device, args.repeats)
-    graft_s = seconds(grafted, device, args.repeats)
+    def grafted() -> None:
+        fresh = attack.evaluate_draws(purifier, classifier, x, y, AttackLoss.ce)
+        direction, chosen = attack.aggregate(fresh)
+        attack.graft(purifier, x, direction, fresh, chosen)
+
+    timed = interleaved_seconds(
+        {"full": full_eot, "grafted": grafted, "evaluation": n_evaluation, "graft": graft_only}, device, args.repeats
+    )
+    full_s, graft_s, evaluation_s, graft_only_s = (timed[k] for k in ("full", "grafted", "evaluation", "graft"))
+    floor = evaluation_s / full_s
     lines += [
-        f"| full EOT | {n} forward + {n} backward | {full_s:.2f} | 1.00x |",
+        f"| full EOT | {n} forward + {n} backward (per-step checkpointing) | {full_s:.2f} | 1.00x |",
         f"| grafted (DiffHammer) | {n} forward without graph + 1 forward + 1 backward | {graft_s:.2f} | "
         f"{graft_s / full_s:.2f}x |",
+        f"| of which: N-evaluation | {n} forward without graph (+ classifier backward) | {evaluation_s:.2f} | "
+        f"{floor:.2f}x |",
+        f"| of which: graft | 1 forward + 1 backward of the selected trajectory | {graft_only_s:.2f} | "
+        f"{graft_only_s / full_s:.2f}x |",
         "",
-        f"Target: grafted <= 0.3x full EOT. Measured: {graft_s / full_s:.2f}x.",
+        f"Purifier backward passes per iteration: full EOT {n}, grafted 1. Iteration time: grafted "
+        f"{graft_s / full_s:.2f}x full EOT. Its floor is the N-evaluation ({floor:.2f}x): DiffHammer classifies "
+        f"{n} fresh purifications of every iterate (the draws its EM weighs and its N-evaluation scores), and "
+        "no grafting removes those forwards. In forward units the ratio is (N + 3) / 3N, which falls toward the "
+        "floor's 1/3 as N grows and never reaches it: a target below the floor (the issue asked <= 0.3x) is not "
+        "reachable by this algorithm at any N.",
     ]
     write_text_atomic(out, "\n".join(lines) + "\n")
     print("\n".join(lines))

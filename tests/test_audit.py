@@ -25,13 +25,13 @@ from advpure.audit.base import AuditContext, IndicatorResult, Verdict
 from advpure.audit.names import INDICATOR_NAMES
 from advpure.audit.probe import Evaluation
 from advpure.audit.registry import INDICATORS
-from advpure.audit.report import format_audit, run_audit, verdict_line, write_audit
 from advpure.audit.settings import AuditSchema
 from advpure.audit.statistics import compare_fooled, majority_correct
 from advpure.audit.trajectory import still_improving
+from advpure.audit.verdicts import format_audit, run_audit, verdict_line, write_audit
 from advpure.config.enums import GradMode
 from advpure.errors import ConfigError
-from advpure.evaluation.report import format_table
+from advpure.evaluation.tables import format_table
 from advpure.purifiers.gradients import GRADIENT_RULES
 from advpure.purifiers.noise import GlobalNoise, NoiseSource
 from advpure.tasks.audit import audited_result_key, store_config
@@ -408,7 +408,7 @@ def test_the_audit_keys_leave_the_batch_store_and_change_the_result_key():
 
 
 def test_the_results_table_and_the_sweep_report_show_the_verdict(tmp_path):
-    from advpure.sweeps.report import SweepRow, format_markdown, table_rows
+    from advpure.sweeps.summary import SweepRow, format_markdown, table_rows
 
     metric = {"value": 0.5, "ci_low": 0.2, "ci_high": 0.8, "n": 4, "correct": 2}
     metrics = {name: metric for name in ("undefended_clean", "undefended_robust", "defended_clean", "defended_robust")}

@@ -39,3 +39,29 @@ def test_every_change_has_a_prediction_for_every_device_kind():
     changes = {p.change for p in PATHS if p.base is not None}
     assert changes == set(PREDICTIONS)
     assert all(set(by_kind) == {"cuda", "cpu", "cpu+bf16"} for by_kind in PREDICTIONS.values())
+
+
+def test_attack_cost_writes_the_iteration_rows_and_its_floor(tmp_path):
+    """benchmarks/attack_cost.py on a 1-step purification of one image with N = 2: the table has the
+    prediction, the two iterations, the two parts of the grafted one, and ratios that agree with the
+    seconds printed beside them (timings themselves are make bench's business, not a test's)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "attack_cost.md"
+    root = Path(__file__).resolve().parents[1]
+    args = ["--steps", "1", "--batch", "1", "--draws", "2", "--repeats", "1", "--out", str(out)]
+    subprocess.run([sys.executable, "benchmarks/attack_cost.py", *args], cwd=root, check=True, capture_output=True)
+    text = out.read_text()
+    assert "prediction (written before measuring)" in text and "(measuring...)" not in text
+    rows = {
+        m[0]: (float(m[1]), float(m[2]))
+        for m in re.findall(r"^\| ([^|]+?) \| [^|]+ \| ([\d.]+) \| ([\d.]+)x \|$", text, re.M)
+    }
+    assert set(rows) == {"full EOT", "grafted (DiffHammer)", "of which: N-evaluation", "of which: graft"}
+    full_s = rows["full EOT"][0]
+    for seconds, ratio in rows.values():  # each printed to 2 decimals
+        assert abs(ratio * full_s - seconds) <= 0.005 * (1 + ratio + full_s) + 1e-9, (seconds, ratio, full_s)
+    assert "Purifier backward passes per iteration: full EOT 2, grafted 1." in text

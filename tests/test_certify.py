@@ -34,7 +34,7 @@ from advpure.certify.denoisers import (
     dds_level,
     to_diffusion_state,
 )
-from advpure.certify.report import exact_interval, summarize
+from advpure.certify.results import exact_interval, summarize
 from advpure.certify.smoothing import ABSTAIN, certify, lower_confidence_bound, predict
 from advpure.config.validate import validate_config
 from advpure.diffusion.schedule import DiscreteSchedule, VPSchedule

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -104,7 +105,9 @@ def test_the_example_purifier_composes_validates_builds_and_meets_the_contract(o
     grad = check_full_gradient(copy.deepcopy(purifier).double(), x.double().clamp(0.05, 0.95))
     assert grad.abs().sum() > 0
     published = compose_with(overlay, "purifier=ddim", "budget=published")
-    assert published.purifier.steps == 10
+    assert published.purifier.steps == 10 and published.purifier.t_star == 0.1  # the constructor's defaults
+    option = yaml.safe_load(contributing_examples()["option"])
+    assert set(option) == {"defaults"}, "the example option restates what its schema holds"
 
 
 def test_a_bad_value_and_an_undeclared_class_stop_at_start_up(overlay):

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from advpure.cli import run_task
 from advpure.errors import OutputError
-from advpure.evaluation.report import write_results
 from advpure.evaluation.store import BatchStore
+from advpure.evaluation.tables import write_results
 from advpure.tasks.context import RunContext
 
 TINY = (

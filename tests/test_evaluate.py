@@ -123,7 +123,7 @@ def _results(attack: dict, attack_checks: list | None = None) -> dict:
 
 def test_table_without_an_attack_says_so_and_counts_one_batch():
     from advpure.attacks.none import NoAttack
-    from advpure.evaluation.report import format_table
+    from advpure.evaluation.tables import format_table
 
     table = format_table(_results(NoAttack().settings()))
     assert "full gradients" not in table and "defended (diffpure, no attack gradients), single draw" in table
@@ -133,7 +133,7 @@ def test_table_without_an_attack_says_so_and_counts_one_batch():
 
 def test_table_flags_torchattacks_budgets_reduced_or_not_comparable():
     from advpure.attacks.torchattacks_runner import TorchAttacksRunner
-    from advpure.evaluation.report import format_table
+    from advpure.evaluation.tables import format_table
 
     reduced = format_table(_results(TorchAttacksRunner("EOTPGD", eps=0.1, n_iter=20, n_eot=4).settings()))
     assert "REDUCED budget" in reduced
@@ -145,7 +145,7 @@ def test_table_renders_autoattack_checks_as_a_list_and_its_own_verdict():
     import torch
 
     from advpure.attacks.autoattack import AutoAttackRunner
-    from advpure.evaluation.report import format_table
+    from advpure.evaluation.tables import format_table
 
     x = torch.rand(4, 1, 8, 8)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))

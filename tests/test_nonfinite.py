@@ -12,8 +12,8 @@ from advpure.attacks.pgd_eot import PGDEOT
 from advpure.data.digits import DigitsDataModule
 from advpure.evaluation.batches import BatchPlan
 from advpure.evaluation.module import AttackBudgetError, EvaluationModule, NonFiniteError
-from advpure.evaluation.report import summarize
 from advpure.evaluation.store import BatchStore
+from advpure.evaluation.tables import summarize
 from advpure.models.digits_cnn import DigitsCNN
 from advpure.purifiers.identity import IdentityPurifier
 
@@ -153,14 +153,14 @@ def test_on_nonfinite_is_a_config_choice(compose_cfg):
 def test_task_on_nonfinite_reaches_the_evaluation(compose_cfg, tmp_path, monkeypatch, policy):
     """``task.on_nonfinite`` from the command line decides: stop names the batch and the image;
     skip finishes, counts the image as neither clean-correct nor robust and lists the event."""
-    import advpure.tasks.evaluate as evaluate_task
+    import advpure.tasks.components as components
     from advpure.cli import run_task
     from advpure.tasks.context import RunContext
 
     data = DigitsDataModule()
     data.setup("test")
     poison = data.test_set[POISONED][0]
-    monkeypatch.setattr(evaluate_task, "build_purifier", lambda *args, **kwargs: PoisonPurifier(poison))
+    monkeypatch.setattr(components, "build_purifier", lambda *args, **kwargs: PoisonPurifier(poison))
     cfg = compose_cfg(
         "purifier=none",
         "attack=pgd_eot",

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from advpure.sweeps.report import write_sweep_report
+from advpure.sweeps.summary import write_sweep_report
 
 
 def _metric(correct: int, n: int = 64, **extra) -> dict:
@@ -64,7 +64,7 @@ def test_one_attack_stays_in_the_header_without_extra_columns(tmp_path):
 
 
 def test_a_numeric_sweep_is_plotted_as_curves_against_the_swept_value(tmp_path):
-    from advpure.sweeps.report import collect, curve_groups, numeric_axis
+    from advpure.sweeps.summary import collect, curve_groups, numeric_axis
 
     attack = {"name": "pgd_eot", "norm": "Linf", "eps": 0.15, "n_iter": 30, "n_eot": 8}
     for number, (t_star, mode) in enumerate([(0.1, "full"), (0.05, "full"), (0.1, "blind"), (0.05, "blind")]):
@@ -92,7 +92,7 @@ def test_a_numeric_sweep_is_plotted_as_curves_against_the_swept_value(tmp_path):
 
 
 def test_a_sweep_over_purifiers_has_no_numeric_axis_and_keeps_the_bar_chart(tmp_path):
-    from advpure.sweeps.report import collect, numeric_axis
+    from advpure.sweeps.summary import collect, numeric_axis
 
     attack = {"name": "pgd_eot", "norm": "Linf", "eps": 0.15}
     _job(tmp_path, 0, "purifier=diffpure", attack)

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from advpure.config.enums import Accelerator
 from advpure.config.validate import check_combinations, validate_config
 from advpure.errors import AdvpureError, ConfigError
 from advpure.io import require_writable
@@ -81,8 +82,7 @@ def check_placement(cfg: DictConfig, context: RunContext) -> None:
             "give each sweep job one device (hardware=gpu or hardware=cpu; a launcher such as submitit spreads "
             "jobs over devices), and use hardware=ddp for single runs",
         )
-    accelerator = str(getattr(hardware.accelerator, "value", hardware.accelerator))
-    if accelerator == "gpu" and not _cuda_available():
+    if Accelerator(hardware.accelerator) == Accelerator.gpu and not _cuda_available():
         on_slurm = hardware.get("slurm") is not None and not context.multirun
         raise ConfigError(
             "hardware.accelerator",

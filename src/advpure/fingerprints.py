@@ -84,6 +84,20 @@ def weights_file_stats(config: dict[str, Any]) -> dict[str, list[int]]:
     return stats
 
 
+RUN_NEUTRAL_KEYS = (
+    "logger",
+    "paths",
+    "hydra",
+    "budget",
+    "hardware.devices",
+    "hardware.strategy",
+    "hardware.num_nodes",
+    "task.resume",
+)
+"""Config keys that change no task's numbers: where results go, how they are logged, how work is
+spread over devices, and whether a run resumes. Each task adds its own (``work_key``'s callers)."""
+
+
 def work_key(config: dict[str, Any], neutral_keys: Iterable[str]) -> dict[str, Any]:
     """The config without ``neutral_keys`` (dotted; a group name drops the group), advpure's
     source digest, the package versions and the weights files' stats."""

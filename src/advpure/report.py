@@ -2,14 +2,14 @@
 
 The report (``sweep.md``, ``.csv``, ``.json``, ``.png``: one row per job) is written
 automatically after every multirun; this command rewrites it by hand, e.g. after re-running a
-job or for a sweep that was killed before its end. See :mod:`advpure.sweeps.report`.
+job or for a sweep that was killed before its end. See :mod:`advpure.sweeps.summary`.
 """
 
 from __future__ import annotations
 
 import sys
 
-from advpure.sweeps.report import main
+from advpure.sweeps.summary import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,35 +18,39 @@ from typing import Any
 import torch
 from pyautoattack.autopgd_base import APGDAttack
 from torch import nn
+from typing_extensions import Unpack
 
 from advpure.attacks.autoattack import set_apgd_iterations
-from advpure.attacks.base import Attack, Run, Trace, TracedModel, broadcast
+from advpure.attacks.base import RestartedEOTAttack, RestartedEOTOptions, Run, Trace, TracedModel, broadcast
 from advpure.attacks.batched_eot import batch_eot, eot_description
-from advpure.config.enums import AttackLoss, Norm
+from advpure.config.enums import AttackLoss
 from advpure.errors import ConfigError
 
-PUBLISHED_STEPS = 100
-PUBLISHED_EOT = 20
 APGD_LOSSES = (AttackLoss.ce, AttackLoss.dlr)
 
 
-class APGDEOT(Attack):
+class APGDEOT(RestartedEOTAttack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     Args:
         eps: radius of the ``norm`` ball, in [0, 1] pixel units.
+        rho: APGD's step-size decrease threshold, in (0, 1) (0.75 in AutoAttack).
+
+    Keyword options (:class:`~advpure.attacks.base.RestartedEOTOptions`, defaults declared in
+    :class:`~advpure.attacks.base.RestartedEOTAttack` and its bases):
         norm: ``Linf`` or ``L2``.
         n_iter: APGD iterations per restart (``None``: 100).
         n_eot: forward passes averaged per gradient (``None``: 20, AutoAttack's rand version).
         n_restarts: APGD runs from random starts; later ones attack only unfooled images.
         loss: ``ce`` or ``dlr`` (APGD has no margin loss).
-        rho: APGD's step-size decrease threshold (0.75 in AutoAttack).
         eot_chunk: EOT copies per model call (``None``: all ``n_eot``; 1: APGD's loop).
         seed: APGD's seed; like ``APGDAttack.perturb`` it seeds torch's global generator
             at the start of every call (random starts; the model's draws follow from it).
     """
 
     name = "apgd_eot"
+    published_steps = 100
+    published_eot = 20
     verdict_rule = (
         "robust unless APGD saw a draw misclassify one of its iterates (the last of the n_eot draws at each "
         "iterate, APGD's own bookkeeping)"
@@ -56,23 +60,8 @@ class APGDEOT(Attack):
         "the highest loss APGD recorded (one draw per iterate)"
     )
 
-    def __init__(
-        self,
-        eps: float,
-        norm: Norm = Norm.Linf,
-        n_iter: int | None = None,
-        n_eot: int | None = None,
-        n_restarts: int = 1,
-        loss: AttackLoss = AttackLoss.ce,
-        rho: float = 0.75,
-        seed: int = 0,
-        eot_chunk: int | None = None,
-    ) -> None:
-        super().__init__(eps, norm)
-        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
-        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
-        self.n_restarts = int(n_restarts)
-        self.loss = AttackLoss(loss)
+    def __init__(self, eps: float, *, rho: float = 0.75, **options: Unpack[RestartedEOTOptions]) -> None:
+        super().__init__(eps, **options)
         if self.loss not in APGD_LOSSES:
             raise ConfigError(
                 "attack.loss",
@@ -80,8 +69,6 @@ class APGDEOT(Attack):
                 "use attack.loss=ce or attack.loss=dlr (attack=pgd_eot has the margin loss)",
             )
         self.rho = float(rho)
-        self.seed = int(seed)
-        self.eot_chunk = eot_chunk
 
     def build(self, model: nn.Module, device: torch.device) -> APGDAttack:
         """A pyautoattack ``APGDAttack`` on ``model`` with this attack's budget."""
@@ -103,8 +90,7 @@ class APGDEOT(Attack):
 
     def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = x.detach().float()
-        trace = Trace()
-        traced = TracedModel(model, trace)
+        traced = TracedModel(model, Trace())
         apgd = self.build(traced, x.device)
         apgd.init_hyperparam(x)
         torch.random.manual_seed(self.seed)
@@ -116,20 +102,17 @@ class APGDEOT(Attack):
             chosen = torch.where(broadcast(fooled, xs), x_best_adv, x_best)
             return Run(chosen.detach(), fooled, torch.stack([fooled.float(), loss_best.float()], dim=1))
 
-        best = self.best_of_runs(x, y, self.n_restarts, run, trace)
+        best = self.best_of_runs(x, y, self.n_restarts, run, traced.trace)
         self.last_verdict = ~best.fooled
-        self.last_trace = trace.data
+        self.last_trace = traced.trace.data
         self.last_checks = None
         return best.x_adv
 
-    def options(self) -> dict[str, Any]:
+    def variant_options(self) -> dict[str, Any]:
         return {
-            "n_iter": self.n_iter,
-            "n_eot": self.n_eot,
             "eot": eot_description(self.eot_chunk, self.n_eot),
             "n_restarts": self.n_restarts,
             "loss": self.loss.value,
             "rho": self.rho,
             "seed": self.seed,
-            "reduced_budget": self.n_iter < PUBLISHED_STEPS or self.n_eot < PUBLISHED_EOT,
         }

@@ -15,6 +15,13 @@ is more adversarial): each attack documents its key in ``settings()["selection"]
 :class:`Candidates` keeps the best candidate per point, :meth:`Attack.best_of_runs` is the restart
 loop (later runs attack only points no earlier run fooled), and :func:`fresh_draw_key` is the
 common criterion for candidates whose own losses differ (AutoAttack's sub-attacks).
+
+The keywords attack families share are declared once, each with its one default, in the
+constructor of the class that owns them: ``norm`` in :class:`Attack`, the budget (``n_iter``,
+``n_eot``) in :class:`BudgetedAttack`, restarts, loss, seed and EOT chunking in
+:class:`RestartedEOTAttack`. A subclass names only its own parameters and forwards the rest with
+``**options: Unpack[...Options]`` (the ``TypedDict`` of its parent's keywords); the keywords stay
+flat (``attack.n_iter``, ``attack.seed``, ...), as Hydra passes them.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from advpure.attacks.losses import margin
-from advpure.config.enums import Norm
+from advpure.config.enums import AttackLoss, Norm
 
 
 def lexicographic_greater(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,6 +89,16 @@ class Candidates:
         take = moved & lexicographic_greater(key, self.key[index])
         self.x_adv[index[take]] = x_candidate[take]
         self.key[index[take]] = key[take]
+
+
+@runtime_checkable
+class PurifiedModel(Protocol):
+    """A model that is a classifier after a purifier (``DefendedClassifier``): what attacks that
+    work on the purification itself split (DiffHammer's output-space draws and grafting,
+    DiffAttack's intermediate states) and what the audit probes as a pair."""
+
+    purifier: nn.Module
+    classifier: nn.Module
 
 
 @dataclass
@@ -176,6 +194,13 @@ def fresh_draw_key(
     return torch.stack([fooled / n_draws, margins / n_draws], dim=1)
 
 
+class AttackOptions(TypedDict, total=False):
+    """The keywords :class:`Attack` takes besides ``eps``; a subclass forwards them with
+    ``**options: Unpack[AttackOptions]`` (each default is :class:`Attack`'s)."""
+
+    norm: Norm
+
+
 class Attack(ABC):
     """Base of every attack option: ``attack(model, x, y) -> x_adv`` (see the module docstring).
 
@@ -251,6 +276,97 @@ class Attack(ABC):
                 raise TypeError("a restart's Run needs its own key")
             best.offer(index, result.x_adv, result.key, result.fooled)
         return best
+
+
+class BudgetOptions(AttackOptions, total=False):
+    """The keywords of :class:`BudgetedAttack` (and :class:`Attack`'s) besides ``eps``; a
+    subclass forwards them with ``**options: Unpack[BudgetOptions]``."""
+
+    n_iter: int | None
+    n_eot: int | None
+
+
+class BudgetedAttack(Attack):
+    """An attack with a published budget: ``n_iter`` iterations per run, ``n_eot`` gradient samples
+    (draws of the model) per iteration.
+
+    A subclass sets the class attributes ``published_steps`` and ``published_eot``, the values
+    ``None`` stands for; :meth:`reduced_budget` (the results' ``reduced_budget``) compares the
+    budget with them, and a subclass with further budget knobs extends it. :meth:`options` records
+    the budget around the subclass's :meth:`variant_options`.
+
+    Keyword options (:class:`BudgetOptions`):
+        n_iter: iterations per run, >= 1 (``None``: ``published_steps``).
+        n_eot: draws of the model per gradient, >= 1 (``None``: ``published_eot``).
+        norm: see :class:`Attack`.
+    """
+
+    published_steps: ClassVar[int]
+    published_eot: ClassVar[int]
+
+    def __init__(
+        self, eps: float, *, n_iter: int | None = None, n_eot: int | None = None, **options: Unpack[AttackOptions]
+    ) -> None:
+        super().__init__(eps, **options)
+        self.n_iter = self.published_steps if n_iter is None else int(n_iter)
+        self.n_eot = self.published_eot if n_eot is None else int(n_eot)
+
+    def reduced_budget(self) -> bool:
+        """Whether the budget is below the published one (fewer iterations or draws)."""
+        return self.n_iter < self.published_steps or self.n_eot < self.published_eot
+
+    @abstractmethod
+    def variant_options(self) -> dict[str, Any]:
+        """The attack's settings besides its budget (its own knobs, seeds), for result files."""
+
+    def options(self) -> dict[str, Any]:
+        """``n_iter``, ``n_eot``, the attack's :meth:`variant_options`, ``reduced_budget``."""
+        return {
+            "n_iter": self.n_iter,
+            "n_eot": self.n_eot,
+            **self.variant_options(),
+            "reduced_budget": self.reduced_budget(),
+        }
+
+
+class RestartedEOTOptions(BudgetOptions, total=False):
+    """The keywords of :class:`RestartedEOTAttack` (and :class:`BudgetedAttack`'s) besides
+    ``eps``; a subclass forwards them with ``**options: Unpack[RestartedEOTOptions]``."""
+
+    loss: AttackLoss
+    n_restarts: int
+    seed: int
+    eot_chunk: int | None
+
+
+class RestartedEOTAttack(BudgetedAttack):
+    """A budgeted attack that maximizes a ``loss`` averaged over EOT draws, in ``n_restarts``
+    seeded runs (later runs attack only the points no earlier run fooled,
+    :meth:`Attack.best_of_runs`), its EOT draws batched ``eot_chunk`` copies per model call.
+
+    Keyword options (:class:`RestartedEOTOptions`):
+        loss: ``ce``, ``margin`` or ``dlr`` (maximized; a subclass may accept fewer).
+        n_restarts: runs, >= 1.
+        seed: the seed of the runs' random starts (each subclass says which generator it seeds).
+        eot_chunk: EOT copies per model call, >= 1 (``None``: all ``n_eot`` in one call).
+        n_iter, n_eot, norm: see :class:`BudgetedAttack`.
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        *,
+        loss: AttackLoss = AttackLoss.ce,
+        n_restarts: int = 1,
+        seed: int = 0,
+        eot_chunk: int | None = None,
+        **options: Unpack[BudgetOptions],
+    ) -> None:
+        super().__init__(eps, **options)
+        self.loss = AttackLoss(loss)
+        self.n_restarts = int(n_restarts)
+        self.seed = int(seed)
+        self.eot_chunk = eot_chunk
 
 
 def broadcast(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -31,18 +31,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.attacks.base import Attack, Candidates, Run, Trace
+from advpure.attacks.base import BudgetedAttack, BudgetOptions, Candidates, Run, Trace
 from advpure.config.enums import Norm
 from advpure.errors import ConfigError
 
-PUBLISHED_STEPS = 50
-PUBLISHED_EOT = 15
 PUBLISHED_DEFENSE_REPS = 150
 PUBLISHED_STEP_SIZE = 2 / 255
 
 
-class BPDAEOT(Attack):
+class BPDAEOT(BudgetedAttack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     After each call ``last_verdict`` (B,) bool is True where the protocol counts the image as
@@ -50,17 +49,22 @@ class BPDAEOT(Attack):
 
     Args:
         eps: Linf radius, in [0, 1] pixel units.
-        norm: ``Linf`` only (the protocol is Linf).
-        n_iter: sign steps (``None``: 50).
-        n_eot: purifications per gradient (``None``: 15).
         n_defense_reps: purifications per defense check (``None``: 150).
         step_size: Linf step (``None``: 2/255).
         defense_chunk: purifications per image in one forward call of a defense check
             (``None``: as many as keep a call within n_eot * B images, the size of the
             gradient step's call on the batch, which the batch size already fits in memory).
+
+    Keyword options (:class:`~advpure.attacks.base.BudgetOptions`, defaults declared in
+    :class:`~advpure.attacks.base.BudgetedAttack` and :class:`~advpure.attacks.base.Attack`):
+        norm: ``Linf`` only (the protocol is Linf).
+        n_iter: sign steps (``None``: 50).
+        n_eot: purifications per gradient (``None``: 15).
     """
 
     name = "bpda_eot"
+    published_steps = 50
+    published_eot = 15
     verdict_rule = (
         "robust unless a defense check (argmax of the mean logits of n_defense_reps draws) misclassified one of "
         "its iterates; checked only where the mean logits of the step's n_eot draws misclassified it"
@@ -73,21 +77,22 @@ class BPDAEOT(Attack):
     def __init__(
         self,
         eps: float,
-        norm: Norm = Norm.Linf,
-        n_iter: int | None = None,
-        n_eot: int | None = None,
+        *,
         n_defense_reps: int | None = None,
         step_size: float | None = None,
         defense_chunk: int | None = None,
+        **options: Unpack[BudgetOptions],
     ) -> None:
-        if Norm(norm) != Norm.Linf:
+        super().__init__(eps, **options)
+        if self.norm != Norm.Linf:
             raise ConfigError("attack.norm", "BPDA+EOT is a Linf protocol", "use attack.norm=Linf, or attack=pgd_eot")
-        super().__init__(eps, Norm.Linf)
-        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
-        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
         self.n_defense_reps = PUBLISHED_DEFENSE_REPS if n_defense_reps is None else int(n_defense_reps)
         self.step_size = PUBLISHED_STEP_SIZE if step_size is None else float(step_size)
         self.defense_chunk = None if defense_chunk is None else int(defense_chunk)
+
+    def reduced_budget(self) -> bool:
+        """Also below the published budget with fewer draws per defense check."""
+        return super().reduced_budget() or self.n_defense_reps < PUBLISHED_DEFENSE_REPS
 
     def eot_logits_and_gradient(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool
@@ -157,17 +162,12 @@ class BPDAEOT(Attack):
                 x_adv[index] = (x[index] + delta).clamp(0.0, 1.0)
         return Run(best.x_adv, best.fooled, best.key)
 
-    def options(self) -> dict[str, Any]:
+    def variant_options(self) -> dict[str, Any]:
         return {
-            "n_iter": self.n_iter,
-            "n_eot": self.n_eot,
             "n_defense_reps": self.n_defense_reps,
             "step_size": self.step_size,
             "defense_chunk": self.defense_chunk,
             "average": "logits",
             # the reference's gate: the full check runs only where the n_eot draws misclassify
             "gated_checks": True,
-            "reduced_budget": self.n_iter < PUBLISHED_STEPS
-            or self.n_eot < PUBLISHED_EOT
-            or self.n_defense_reps < PUBLISHED_DEFENSE_REPS,
         }

@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.attacks.base import Trace
-from advpure.attacks.diffhammer import PurifiedModel
+from advpure.attacks.base import PurifiedModel, Trace
 from advpure.attacks.losses import LOSSES
-from advpure.attacks.pgd_eot import PGDEOT
-from advpure.config.enums import AttackLoss, Norm
+from advpure.attacks.pgd_eot import PGDEOT, PGDOptions
 from advpure.purifiers.base import ReversePurifier
 from advpure.purifiers.noise import NoiseTape
 
@@ -66,41 +65,18 @@ def observed_states(purifier: nn.Module) -> Iterator[list[torch.Tensor]]:
 class DiffAttack(PGDEOT):
     """PGD-EOT on ``loss + deviation_weight * deviation`` (see the module docstring).
 
-    Args (beyond :class:`~advpure.attacks.pgd_eot.PGDEOT`'s): ``deviation_weight``: the weight of
-    the deviated-reconstruction term. Published protocol: PGD 100 steps with EOT 20 at CIFAR-10's
-    8/255 (``n_iter``/``n_eot`` null keep them).
+    Args (beyond :class:`~advpure.attacks.pgd_eot.PGDEOT`'s, which it takes as keyword options,
+    :class:`~advpure.attacks.pgd_eot.PGDOptions`): ``deviation_weight``: the weight of the
+    deviated-reconstruction term, >= 0. Published protocol: PGD 100 steps with EOT 20 at
+    CIFAR-10's 8/255 (``n_iter``/``n_eot`` null keep them).
     """
 
     name = "diffattack"
     published_steps = 100
     published_eot = 20
 
-    def __init__(
-        self,
-        eps: float,
-        norm: Norm = Norm.Linf,
-        n_iter: int | None = None,
-        n_eot: int | None = None,
-        step_size: float | None = None,
-        random_start: bool = True,
-        n_restarts: int = 1,
-        loss: AttackLoss = AttackLoss.ce,
-        deviation_weight: float = 1.0,
-        seed: int = 0,
-        eot_chunk: int | None = None,
-    ) -> None:
-        super().__init__(
-            eps,
-            norm,
-            self.published_steps if n_iter is None else n_iter,
-            self.published_eot if n_eot is None else n_eot,
-            step_size,
-            random_start,
-            n_restarts,
-            loss,
-            seed,
-            eot_chunk,
-        )
+    def __init__(self, eps: float, *, deviation_weight: float = 1.0, **options: Unpack[PGDOptions]) -> None:
+        super().__init__(eps, **options)
         self.deviation_weight = float(deviation_weight)
         self._clean: torch.Tensor | None = None
         self._observed_steps = 0
@@ -112,36 +88,32 @@ class DiffAttack(PGDEOT):
         finally:
             self._clean = None
 
-    def eot_chunk_step(
-        self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, copies: int, with_gradient: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """As PGD-EOT's, on the objective with the deviation term (b points, ``copies`` copies each)."""
+    def objective(
+        self, model: nn.Module, batch: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PGD-EOT's, plus ``deviation_weight`` times each row's deviation from the purification
+        of its clean point (``_clean``, b points; ``batch`` holds copies of b points) with the
+        same noise; PGD-EOT's alone where the model has no states to observe."""
         if not isinstance(model, PurifiedModel) or self._clean is None or not backbones(model.purifier):
             self._observed_steps = 0
-            return super().eot_chunk_step(model, x_adv, y, copies, with_gradient)
+            return super().objective(model, batch, labels)
         purifier, classifier = model.purifier, model.classifier
-        repeat = [copies, *[1] * (x_adv.ndim - 1)]
+        clean = self._clean.repeat(batch.shape[0] // self._clean.shape[0], *[1] * (batch.ndim - 1))
         tape = NoiseTape()
         with torch.no_grad(), observed_states(purifier) as reference:
-            purifier(self._clean.repeat(*repeat), tape)
+            purifier(clean, tape)
         reference = [state.detach() for state in reference]
-        with torch.set_grad_enabled(with_gradient):
-            batch = x_adv.detach().repeat(*repeat).requires_grad_(with_gradient)
-            with observed_states(purifier) as states:
-                purified = purifier(batch, tape.replay())
-            self._observed_steps = len(states)
-            logits = classifier(purified)
-            objective = LOSSES[self.loss](logits, y.repeat(copies))
-            if states and len(states) == len(reference):
-                deviation = torch.stack(
-                    [(s.float() - r.float()).flatten(1).pow(2).mean(1) for s, r in zip(states, reference, strict=True)]
-                ).mean(0)
-                objective = objective + self.deviation_weight * deviation
-            grad = None
-            if with_gradient:
-                (tiled,) = torch.autograd.grad(objective.sum(), batch)
-                grad = tiled.view(copies, *x_adv.shape).sum(0)
-        return logits.detach(), objective.detach().view(copies, -1), grad
+        with observed_states(purifier) as states:
+            purified = purifier(batch, tape.replay())
+        self._observed_steps = len(states)
+        logits = classifier(purified)
+        objective = LOSSES[self.loss](logits, labels)
+        if states and len(states) == len(reference):
+            deviation = torch.stack(
+                [(s.float() - r.float()).flatten(1).pow(2).mean(1) for s, r in zip(states, reference, strict=True)]
+            ).mean(0)
+            objective = objective + self.deviation_weight * deviation
+        return logits, objective
 
     def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = super().attack(model, x, y)
@@ -154,5 +126,4 @@ class DiffAttack(PGDEOT):
             "deviation_weight": self.deviation_weight,
             "deviation": "mean over the backbone's input states of the per-image MSE to the clean input's "
             "purification with the same noise (uniform step weights; advpure's reading of DiffAttack)",
-            "reduced_budget": self.n_iter < self.published_steps or self.n_eot < self.published_eot,
         }

@@ -29,32 +29,30 @@ named in ``settings()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.attacks.base import Attack, Candidates, Trace, broadcast, lexicographic_greater
+from advpure.attacks.base import (
+    BudgetedAttack,
+    BudgetOptions,
+    Candidates,
+    PurifiedModel,
+    Trace,
+    broadcast,
+    lexicographic_greater,
+)
 from advpure.attacks.geometry import GEOMETRIES, clip_to_image
 from advpure.attacks.losses import LOSSES, margin
 from advpure.config.enums import AttackLoss, Norm
 from advpure.purifiers.noise import NoiseTape, RecordedNoise
 
-PUBLISHED_STEPS = 50
-PUBLISHED_EOT = 10
 PUBLISHED_RESTARTS = 3
 PUBLISHED_LOSSES = (AttackLoss.margin, AttackLoss.ce, AttackLoss.dlr)
 APGD_CHECKPOINTS = (0.0, 0.22, 0.41, 0.57, 0.7, 0.8, 0.87, 0.93)
-
-
-@runtime_checkable
-class PurifiedModel(Protocol):
-    """A model that is a classifier after a purifier (``DefendedClassifier``): what DiffHammer
-    splits to evaluate draws in output space and graft gradients through one trajectory."""
-
-    purifier: nn.Module
-    classifier: nn.Module
 
 
 @dataclass
@@ -73,30 +71,35 @@ class DrawEvaluation:
         return torch.stack([self.fooled.float().mean(0), self.margin.mean(0)], dim=1)
 
 
-class DiffHammer(Attack):
+class DiffHammer(BudgetedAttack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     Args:
         eps: radius of the ``norm`` ball, in [0, 1] pixel units.
-        norm: ``Linf`` or ``L2``.
-        n_iter: APGD iterations per restart (``None``: 50).
-        n_eot: purifications per N-evaluation (``None``: 10).
+        seed: seeds torch's global generator at the start of each call (random starts and the
+            purifications' noise follow from it).
         n_restarts: restarts, restart r using ``losses[r % len(losses)]`` (``None``: 3).
         losses: the restarts' objectives (default CW margin, CE, DLR).
+        restart_below: later restarts attack the points whose best iterate fools at most this
+            fraction of the draws.
         em_steps: EM rounds per aggregation (5).
         em_lam: the EM weights' temperature: weight sigmoid(em_lam * predicted loss).
         em_alpha: the grafted gradient of iteration i is averaged with the previous one by
             weight (i + 1)^-em_alpha.
-        restart_below: later restarts attack the points whose best iterate fools at most this
-            fraction of the draws.
-        seed: seeds torch's global generator at the start of each call (random starts and the
-            purifications' noise follow from it).
+
+    Keyword options (:class:`~advpure.attacks.base.BudgetOptions`, defaults declared in
+    :class:`~advpure.attacks.base.BudgetedAttack` and :class:`~advpure.attacks.base.Attack`):
+        norm: ``Linf`` or ``L2``.
+        n_iter: APGD iterations per restart (``None``: 50).
+        n_eot: purifications per N-evaluation (``None``: 10).
 
     A model that is not a :class:`PurifiedModel` (``grad_mode=blind`` hands the bare classifier)
     is attacked as a classifier behind the identity purification.
     """
 
     name = "diffhammer"
+    published_steps = 50
+    published_eot = 10
     verdict_rule = "robust when no draw of its own N-evaluation of the returned point is fooled"
     selection = (
         "per point, the iterate of any restart fooling the most of its n_eot N-evaluation draws, "
@@ -106,29 +109,30 @@ class DiffHammer(Attack):
     def __init__(
         self,
         eps: float,
-        norm: Norm = Norm.Linf,
-        n_iter: int | None = None,
-        n_eot: int | None = None,
+        *,
+        seed: int = 0,
         n_restarts: int | None = None,
         losses: list[AttackLoss] | tuple[AttackLoss, ...] = PUBLISHED_LOSSES,
+        restart_below: float = 0.5,
         em_steps: int = 5,
         em_lam: float = 1.0,
         em_alpha: float = 0.5,
-        restart_below: float = 0.5,
-        seed: int = 0,
+        **options: Unpack[BudgetOptions],
     ) -> None:
-        super().__init__(eps, norm)
-        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
-        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
+        super().__init__(eps, **options)
+        self.seed = int(seed)
         self.n_restarts = PUBLISHED_RESTARTS if n_restarts is None else int(n_restarts)
         self.losses = tuple(AttackLoss(loss) for loss in losses)
+        self.restart_below = float(restart_below)
         self.em_steps = int(em_steps)
         self.em_lam = float(em_lam)
         self.em_alpha = float(em_alpha)
-        self.restart_below = float(restart_below)
-        self.seed = int(seed)
         self.geometry = GEOMETRIES[self.norm]
         self.trace = Trace()
+
+    def reduced_budget(self) -> bool:
+        """Also below the published budget with fewer restarts."""
+        return super().reduced_budget() or self.n_restarts < PUBLISHED_RESTARTS
 
     # -- the pieces -------------------------------------------------------------------------
     @staticmethod
@@ -274,10 +278,8 @@ class DiffHammer(Attack):
         self.last_trace = self.trace.data
         return best.x_adv
 
-    def options(self) -> dict[str, Any]:
+    def variant_options(self) -> dict[str, Any]:
         return {
-            "n_iter": self.n_iter,
-            "n_eot": self.n_eot,
             "n_restarts": self.n_restarts,
             "losses": [loss.value for loss in self.losses],
             "em_steps": self.em_steps,
@@ -287,7 +289,4 @@ class DiffHammer(Attack):
             "seed": self.seed,
             "gradient": "grafted: the EM-aggregated output-space gradient of n_eot purifications, sent back "
             "once through each point's selected stored trajectory (the purifier's grad mode)",
-            "reduced_budget": self.n_iter < PUBLISHED_STEPS
-            or self.n_eot < PUBLISHED_EOT
-            or self.n_restarts < PUBLISHED_RESTARTS,
         }

@@ -17,26 +17,34 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.attacks.base import Attack, Candidates, Run, Trace
+from advpure.attacks.base import Candidates, RestartedEOTAttack, RestartedEOTOptions, Run, Trace
 from advpure.attacks.geometry import GEOMETRIES, clip_to_image
 from advpure.attacks.losses import LOSSES
-from advpure.config.enums import AttackLoss, Norm
-
-PUBLISHED_STEPS = 200
-PUBLISHED_EOT = 20
 
 
-class PGDEOT(Attack):
+class PGDOptions(RestartedEOTOptions, total=False):
+    """The keywords of :class:`PGDEOT` besides ``eps``; a subclass (DiffAttack) forwards them with
+    ``**options: Unpack[PGDOptions]``."""
+
+    step_size: float | None
+    random_start: bool
+
+
+class PGDEOT(RestartedEOTAttack):
     """``attack(model, x, y) -> x_adv``; x, x_adv (B, C, H, W) in [0, 1], y (B,) int labels.
 
     Args:
         eps: radius of the ``norm`` ball, in [0, 1] pixel units.
+        step_size: step length (``None``: 2.5 eps / n_iter, Madry et al.).
+        random_start: start from a uniform point of the ball (else from x).
+
+    Keyword options (:class:`~advpure.attacks.base.RestartedEOTOptions`, defaults declared in
+    :class:`~advpure.attacks.base.RestartedEOTAttack` and its bases):
         norm: ``Linf`` (sign steps) or ``L2`` (normalized-gradient steps).
         n_iter: PGD steps (``None``: 200).
         n_eot: forward passes averaged per gradient (``None``: 20).
-        step_size: step length (``None``: 2.5 eps / n_iter, Madry et al.).
-        random_start: start from a uniform point of the ball (else from x).
         n_restarts: independent runs; later ones attack only the images not yet fooled.
         loss: ``ce``, ``margin`` or ``dlr`` (maximized).
         seed: seeds the attack's own generator (random starts); the model's randomness is its own.
@@ -45,6 +53,8 @@ class PGDEOT(Attack):
     """
 
     name = "pgd_eot"
+    published_steps = 200
+    published_eot = 20
     verdict_rule = "robust unless one of the n_eot draws at one of its iterates (start, steps, last) misclassified it"
     selection = (
         "per point, over restarts and iterates: the iterate with the largest fraction of its n_eot draws "
@@ -54,25 +64,14 @@ class PGDEOT(Attack):
     def __init__(
         self,
         eps: float,
-        norm: Norm = Norm.Linf,
-        n_iter: int | None = None,
-        n_eot: int | None = None,
+        *,
         step_size: float | None = None,
         random_start: bool = True,
-        n_restarts: int = 1,
-        loss: AttackLoss = AttackLoss.ce,
-        seed: int = 0,
-        eot_chunk: int | None = None,
+        **options: Unpack[RestartedEOTOptions],
     ) -> None:
-        super().__init__(eps, norm)
-        self.n_iter = PUBLISHED_STEPS if n_iter is None else int(n_iter)
-        self.n_eot = PUBLISHED_EOT if n_eot is None else int(n_eot)
+        super().__init__(eps, **options)
         self.step_size = 2.5 * self.eps / self.n_iter if step_size is None else float(step_size)
         self.random_start = bool(random_start)
-        self.n_restarts = int(n_restarts)
-        self.loss = AttackLoss(loss)
-        self.seed = int(seed)
-        self.eot_chunk = eot_chunk
 
     def eot_step(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, with_gradient: bool = True
@@ -95,17 +94,26 @@ class PGDEOT(Attack):
     def eot_chunk_step(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, copies: int, with_gradient: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One batched call on ``copies`` copies of x_adv: logits (copies * b, K), losses (copies, b),
-        summed gradient (b, C, H, W) or ``None``."""
+        """One batched call on ``copies`` copies of x_adv: logits (copies * b, K), losses (copies, b)
+        (the :meth:`objective`), summed gradient (b, C, H, W) or ``None``."""
         with torch.set_grad_enabled(with_gradient):
             batch = x_adv.detach().repeat(copies, *[1] * (x_adv.ndim - 1)).requires_grad_(with_gradient)
-            logits = model(batch)
-            losses = LOSSES[self.loss](logits, y.repeat(copies))
+            logits, losses = self.objective(model, batch, y.repeat(copies))
             grad = None
             if with_gradient:
                 (tiled,) = torch.autograd.grad(losses.sum(), batch)
                 grad = tiled.view(copies, *x_adv.shape).sum(0)
         return logits.detach(), losses.detach().view(copies, -1), grad
+
+    def objective(
+        self, model: nn.Module, batch: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the attack maximizes, on ``batch`` (copies * b, C, H, W) in [0, 1] (copy k of point i
+        at row k * b + i) with ``labels`` (copies * b,): the model's logits (copies * b, K) and the
+        per-row objective (copies * b,), here the ``loss`` of those logits. A subclass that
+        maximizes something else (DiffAttack) overrides this, not the EOT step around it."""
+        logits = model(batch)
+        return logits, LOSSES[self.loss](logits, labels)
 
     def eot_gradient(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over n_eot forward passes of d loss / d x_adv, from one batched call: (B, C, H, W)."""
@@ -176,15 +184,12 @@ class PGDEOT(Attack):
         self.last_checks = None
         return best.x_adv
 
-    def options(self) -> dict[str, Any]:
+    def variant_options(self) -> dict[str, Any]:
         return {
-            "n_iter": self.n_iter,
-            "n_eot": self.n_eot,
             "step_size": self.step_size,
             "random_start": self.random_start,
             "n_restarts": self.n_restarts,
             "loss": self.loss.value,
             "seed": self.seed,
             "eot_chunk": self.eot_chunk,
-            "reduced_budget": self.n_iter < PUBLISHED_STEPS or self.n_eot < PUBLISHED_EOT,
         }

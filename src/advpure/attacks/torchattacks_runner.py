@@ -14,7 +14,6 @@ import inspect
 from typing import Any
 
 import torch
-import torchattacks
 from torch import nn
 
 from advpure.attacks.base import Attack, Candidates, Trace, fresh_draw_key
@@ -34,10 +33,18 @@ PUBLISHED_BUDGETS: dict[str, dict[str, int]] = {
 # Distance slack when matching a row the class evaluates to the image whose ball it lies in.
 
 
+def library() -> Any:
+    """The torchattacks package, imported on first use (it takes ~0.6 s to import, and building
+    the config schemas reads this module)."""
+    import torchattacks
+
+    return torchattacks
+
+
 def class_norm(name: str) -> Norm | None:
     """The threat model a torchattacks class fixes by itself: ``None`` when it takes a ``norm``
     argument (or no ``eps`` budget at all), ``L2`` for the ``*L2`` classes, else ``Linf``."""
-    parameters = inspect.signature(getattr(torchattacks, name).__init__).parameters
+    parameters = inspect.signature(getattr(library(), name).__init__).parameters
     if "norm" in parameters or "eps" not in parameters:
         return None
     return Norm.L2 if name.endswith("L2") else Norm.Linf
@@ -45,7 +52,7 @@ def class_norm(name: str) -> Norm | None:
 
 def check_norm(name: str, norm: Norm | str) -> None:
     """``ConfigError`` naming ``attack.norm`` when class ``name`` cannot attack in ``norm``."""
-    fixed = class_norm(name) if name in torchattacks.__all__ else None
+    fixed = class_norm(name) if name in library().__all__ else None
     if fixed is not None and fixed != Norm(norm):
         same_norm = "PGDL2 or APGD (norm=L2)" if Norm(norm) == Norm.L2 else "EOTPGD, PGD or APGD (norm=Linf)"
         raise ConfigError(
@@ -133,14 +140,14 @@ class TorchAttacksRunner(Attack):
         n_eot: int | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if name not in torchattacks.__all__:
+        if name not in library().__all__:
             raise ConfigError(
-                "attack.name", f"{name!r} is not a torchattacks attack", f"use one of {sorted(torchattacks.__all__)}"
+                "attack.name", f"{name!r} is not a torchattacks attack", f"use one of {sorted(library().__all__)}"
             )
         check_norm(name, norm)
         super().__init__(eps, norm)
         self.class_name = name
-        self.cls = getattr(torchattacks, name)
+        self.cls = getattr(library(), name)
         parameters = inspect.signature(self.cls.__init__).parameters
         offered = {"eps": float(eps), "steps": n_iter, "eot_iter": n_eot, "norm": Norm(norm).value}
         self.kwargs = {k: v for k, v in offered.items() if k in parameters and v is not None}

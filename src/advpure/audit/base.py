@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from advpure.audit.statistics import draws_from_records, majority_correct
 from advpure.config.enums import GradMode, Norm
 from advpure.evaluation.batches import stream_seed
 from advpure.evaluation.defended import DefendedClassifier
+from advpure.purifiers.noise import NoiseSource
 
 # A new attack like the evaluated one, with keyword overrides (eps, n_iter, n_eot).
 AttackFactory = Callable[..., Attack]
@@ -44,6 +45,26 @@ class Verdict(str, Enum):
     warned = "warn"
     failed = "fail"
     not_applicable = "n/a"
+
+
+@runtime_checkable
+class Wrapper(Protocol):
+    """A purifier that wraps another (``.purifier``), e.g. the resizing wrapper."""
+
+    purifier: nn.Module
+
+
+@runtime_checkable
+class GradientModes(Protocol):
+    """A purifier that implements advpure's gradient modes itself (the rules of
+    :mod:`advpure.purifiers.gradients` call its ``purify``), as every ``ReversePurifier`` does."""
+
+    grad_mode: GradMode
+    surrogate: nn.Module | None
+    supports_adjoint: bool
+    supports_guidance: bool
+
+    def purify(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor: ...
 
 
 @dataclass
@@ -152,7 +173,8 @@ class AuditContext:
     @property
     def grad_mode(self) -> GradMode:
         """The evaluated gradient mode (``full`` for a purifier without modes)."""
-        return GradMode(getattr(self.purifier, "grad_mode", GradMode.full))
+        holder = self.mode_holder
+        return GradMode.full if holder is None else holder.grad_mode
 
     @property
     def mode_holder(self) -> nn.Module | None:
@@ -160,11 +182,9 @@ class AuditContext:
         the purifier, or the purifier a wrapper holds (``.purifier``, e.g. the resizing wrapper);
         ``None``: ``full``, ``bpda`` and ``blind`` are built around the purifier here."""
         holder = self.purifier
-        wrapped = getattr(holder, "purifier", None)
-        while not callable(getattr(holder, "purify", None)) and isinstance(wrapped, nn.Module):
-            holder, wrapped = wrapped, getattr(wrapped, "purifier", None)
-        implements = hasattr(holder, "grad_mode") and callable(getattr(holder, "purify", None))
-        return holder if implements else None
+        while not isinstance(holder, GradientModes) and isinstance(holder, Wrapper):
+            holder = holder.purifier
+        return holder if isinstance(holder, GradientModes) else None
 
     @property
     def has_modes(self) -> bool:
@@ -178,9 +198,9 @@ class AuditContext:
             GradMode.full: True,
             GradMode.bpda: True,
             GradMode.blind: True,
-            GradMode.adjoint: bool(getattr(holder, "supports_adjoint", False)),
-            GradMode.surrogate: getattr(holder, "surrogate", None) is not None,
-            GradMode.guidance_blind: bool(getattr(holder, "supports_guidance", False)),
+            GradMode.adjoint: holder is not None and holder.supports_adjoint,
+            GradMode.surrogate: holder is not None and holder.surrogate is not None,
+            GradMode.guidance_blind: holder is not None and holder.supports_guidance,
         }
         wanted = self.options.modes
         chosen = [m for m in GradMode if wanted is None or m.value in wanted or m == self.grad_mode]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advpure.attacks.base import Attack, Candidates
+from advpure.attacks.base import Attack, Candidates, PurifiedModel
 from advpure.attacks.geometry import match_to_balls
 from advpure.attacks.losses import margin
 from advpure.config.enums import Norm
@@ -72,11 +72,10 @@ class ProbeModel(nn.Module):
         self.best = Candidates(self.clean)
         self.history: list[list[Evaluation]] = [[] for _ in range(x.shape[0])]
         self._staged: tuple[torch.Tensor, bool] | None = None
-        parts = (getattr(model, "purifier", None), getattr(model, "classifier", None))
-        self.split = all(isinstance(part, nn.Module) for part in parts)
-        if self.split:  # a classifier after a purifier: probe the pair of them
-            self.purifier = ProbedPurifier(parts[0], self.stage)
-            self.classifier = ProbedClassifier(parts[1], self.pair)
+        self.split = isinstance(model, PurifiedModel)
+        if isinstance(model, PurifiedModel):  # a classifier after a purifier: probe the pair of them
+            self.purifier = ProbedPurifier(model.purifier, self.stage)
+            self.classifier = ProbedClassifier(model.classifier, self.pair)
         else:
             self.model = model
 

@@ -5,7 +5,7 @@
 - :mod:`advpure.certify.denoisers`: the diffusion time for a noise level (Carlini et al.'s DDS),
   the one-shot and the multistep denoiser, and the denoise-then-classify base classifier with
   DensePure's majority vote.
-- :mod:`advpure.certify.report`: certified accuracy at radii with intervals, the CSV, Markdown,
+- :mod:`advpure.certify.results`: certified accuracy at radii with intervals, the CSV, Markdown,
   PNG and sweep files.
 
 ``python run.py task=certify`` runs it (:mod:`advpure.tasks.certify`).

@@ -2,7 +2,7 @@
 
 - :mod:`advpure.config.enums` and :mod:`advpure.config.checks`: categorical values and range
   checks, imported by every layer (they import nothing of advpure's but errors).
-- :mod:`advpure.config.schema` (+ ``schema_*``): one typed schema per config-group option;
+- :mod:`advpure.config.schema` (one module per config group): one typed schema per option;
   :mod:`advpure.config.validate`: start-up validation of a composed config;
   :mod:`advpure.config.catalog` and :mod:`advpure.config.resolvers`: conf/'s groups and the
   resolvers its files use; :func:`advpure.config.registry.register_config` makes Hydra know the

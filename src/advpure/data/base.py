@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,13 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         x, y = self.base[self.indices[i]]
         return x, int(y), self.indices[i]
+
+
+class LoaderOptions(TypedDict, total=False):
+    """The loader options every data module takes (their defaults: :class:`ImageDataModule`)."""
+
+    batch_size: int
+    num_workers: int
 
 
 class ImageDataModule(pl.LightningDataModule):

@@ -7,9 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 from torchvision import transforms
+from typing_extensions import Unpack
 
 from advpure.config.enums import Norm
-from advpure.data.base import ImageDataModule
+from advpure.data.base import ImageDataModule, LoaderOptions
 from advpure.data.folders import ImageListDataset, require_dir, require_file
 from advpure.errors import ConfigError, DataError
 
@@ -84,10 +85,9 @@ class CelebAHQDataModule(ImageDataModule):
         image_size: int = 256,
         test_fraction: float = 0.1,
         split_seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 0,
+        **loader: Unpack[LoaderOptions],
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader)
         self.root = Path(root).expanduser()
         self.attribute = attribute
         self.image_shape = (3, image_size, image_size)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torchvision
 from torch.utils.data import Dataset
+from typing_extensions import Unpack
 
 from advpure.config.enums import CifarVariant, Norm
-from advpure.data.base import ImageDataModule
+from advpure.data.base import ImageDataModule, LoaderOptions
 from advpure.errors import DataError
 
 _FOLDER = {CifarVariant.cifar10: "cifar-10-batches-py", CifarVariant.cifar100: "cifar-100-python"}
@@ -164,10 +165,9 @@ class CifarDataModule(ImageDataModule):
         variant: CifarVariant = CifarVariant.cifar10,
         download: bool = False,
         verify: bool = True,
-        batch_size: int = 128,
-        num_workers: int = 0,
+        **loader: Unpack[LoaderOptions],
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader)
         self.variant = CifarVariant(variant)
         self.root = Path(root).expanduser()
         self.download = download

@@ -9,9 +9,10 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
+from typing_extensions import Unpack
 
 from advpure.config.enums import Norm
-from advpure.data.base import ImageDataModule
+from advpure.data.base import ImageDataModule, LoaderOptions
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,12 +42,11 @@ class DigitsDataModule(ImageDataModule):
 
     def __init__(
         self,
-        batch_size: int = 128,
-        num_workers: int = 0,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        **loader: Unpack[LoaderOptions],
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader)
         self.test_fraction = test_fraction
         self.split_seed = split_seed
 

@@ -9,9 +9,10 @@ from typing import ClassVar
 
 from torch.utils.data import DataLoader
 from torchvision import transforms
+from typing_extensions import Unpack
 
 from advpure.config.enums import Norm
-from advpure.data.base import ImageDataModule
+from advpure.data.base import ImageDataModule, LoaderOptions
 from advpure.data.folders import ImageListDataset, image_files, is_image, require_dir
 from advpure.errors import DataError
 
@@ -86,10 +87,9 @@ class ImageNetDataModule(ImageDataModule):
         train_split: str | None = None,
         resize: int = 256,
         crop: int = 224,
-        batch_size: int = 128,
-        num_workers: int = 0,
+        **loader: Unpack[LoaderOptions],
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader)
         self.root = Path(root).expanduser()
         self.image_shape = (3, crop, crop)
         self.transform = transforms.Compose(

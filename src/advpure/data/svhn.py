@@ -9,9 +9,10 @@ import torchvision
 from torch.utils.data import ConcatDataset
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import ToTensor
+from typing_extensions import Unpack
 
 from advpure.config.enums import Norm
-from advpure.data.base import ImageDataModule
+from advpure.data.base import ImageDataModule, LoaderOptions
 from advpure.data.folders import require_dir
 from advpure.errors import DataError
 
@@ -52,10 +53,9 @@ class SvhnDataModule(ImageDataModule):
         use_extra: bool = False,
         download: bool = False,
         verify: bool = True,
-        batch_size: int = 128,
-        num_workers: int = 0,
+        **loader: Unpack[LoaderOptions],
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(**loader)
         self.root = Path(root).expanduser()
         self.use_extra = use_extra
         self.download = download

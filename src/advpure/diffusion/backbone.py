@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from advpure.errors import CheckpointError
@@ -53,6 +52,8 @@ class UNetEpsilon(nn.Module):
         super().__init__()
         tuples = ("down_block_types", "up_block_types", "block_out_channels")
         kwargs = {k: tuple(v) if k in tuples else v for k, v in unet_kwargs.items()}
+        from diffusers import UNet2DModel  # imported on use: diffusers takes ~2 s to import
+
         self.unet = UNet2DModel(**kwargs)
 
     @classmethod
@@ -73,6 +74,8 @@ class UNetEpsilon(nn.Module):
                     "folder again, or point diffusion.pretrained at another diffusers folder"
                 ) from None
         try:
+            from diffusers import UNet2DModel
+
             unet = UNet2DModel.from_pretrained(str(local) if local.exists() else path_or_id, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise CheckpointError(

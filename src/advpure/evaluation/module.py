@@ -11,22 +11,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from advpure.attacks.base import Attack
 from advpure.attacks.geometry import GEOMETRIES
-from advpure.config.enums import Norm
+from advpure.config.enums import NonFinitePolicy, Norm
 from advpure.errors import AdvpureError
 from advpure.evaluation.batches import STREAMS, BatchPlan, PlannedBatches, seed_stream, stream_seed
 from advpure.evaluation.compute import count_purifications
 from advpure.evaluation.defended import DefendedClassifier
 from advpure.evaluation.nonfinite import NonFiniteWatch
-from advpure.evaluation.store import BatchStore
+from advpure.evaluation.store import RECORD_DRAWS, RECORD_INTEGERS, BatchStore
 
 MODELS = ("undefended", "defended")
 RECORD_COLUMNS = (
-    "index",
-    "label",
-    "undefended_clean_pred",
-    "undefended_adv_pred",
-    "defended_clean_pred",
-    "defended_adv_pred",
+    *RECORD_INTEGERS,
     "undefended_attack_succeeded",
     "defended_attack_succeeded",
     "nonfinite",
@@ -34,7 +29,7 @@ RECORD_COLUMNS = (
     "defended_protocol_robust",
 )
 NORM_COLUMNS = ("undefended_linf", "undefended_l2", "defended_linf", "defended_l2")
-DRAW_COLUMNS = ("defended_clean_draws", "defended_adv_draws")
+DRAW_COLUMNS = RECORD_DRAWS
 
 
 class EvaluationModule(pl.LightningModule):
@@ -82,7 +77,7 @@ class EvaluationModule(pl.LightningModule):
         n_draws: int = 1,
         resume: bool = True,
         origin: str = "",
-        on_nonfinite: str = "stop",
+        on_nonfinite: NonFinitePolicy | str = NonFinitePolicy.stop,
     ) -> None:
         super().__init__()
         self.classifier = classifier
@@ -97,9 +92,7 @@ class EvaluationModule(pl.LightningModule):
         self.n_draws = n_draws
         self.resume = resume
         self.origin = origin
-        self.on_nonfinite = str(getattr(on_nonfinite, "value", on_nonfinite))
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise AdvpureError(f"on_nonfinite must be 'stop' or 'skip', not {on_nonfinite!r}")
+        self.on_nonfinite = NonFinitePolicy(on_nonfinite)
         self.records: list[dict[str, Any]] = []
         self.attack_checks: list[dict[str, Any]] = []
         self.panel: dict[str, torch.Tensor] | None = None
@@ -214,7 +207,7 @@ class EvaluationModule(pl.LightningModule):
         return predictions.view(self.n_draws, x.shape[0]), copies[0]
 
     def _stop_if_nonfinite(self, watch: NonFiniteWatch) -> None:
-        if watch.events and self.on_nonfinite == "stop":
+        if watch.events and self.on_nonfinite == NonFinitePolicy.stop:
             raise NonFiniteError(watch.describe())
 
     def _log_running(self, records: list[dict[str, Any]]) -> None:

@@ -35,24 +35,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from advpure.fingerprints import fingerprint, work_key
+from advpure.fingerprints import RUN_NEUTRAL_KEYS, fingerprint, work_key
 from advpure.io import JsonFileError, read_json, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 # Config keys that cannot change an evaluation's numbers (dotted; a group name drops the group).
-NUMBER_NEUTRAL_KEYS = (
-    "logger",
-    "paths",
-    "hydra",
-    "budget",
-    "hardware.devices",
-    "hardware.strategy",
-    "hardware.num_nodes",
-    "task.n_images",
-    "task.n_panel",
-    "task.resume",
-)
+NUMBER_NEUTRAL_KEYS = (*RUN_NEUTRAL_KEYS, "task.n_images", "task.n_panel")
 PANEL_KEYS = ("clean", "adversarial", "purified", "label", "prediction")
 PANEL_IMAGES = ("clean", "adversarial", "purified")
 # Integer columns every stored record has (predictions are -1 where a number was not finite), and
@@ -226,7 +215,7 @@ def panel_problem(panel: dict[str, torch.Tensor]) -> str | None:
 
 def results_problem(results: dict[str, Any], result_key: str) -> str | None:
     """What keeps a finished ``results.json`` object from being reused for ``result_key``, or ``None``."""
-    from advpure.evaluation.report import format_table
+    from advpure.evaluation.tables import format_table
 
     if results.get("result_key") != result_key:
         return f"its result_key is {results.get('result_key')!r}, not {result_key!r}"

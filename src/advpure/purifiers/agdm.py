@@ -35,12 +35,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import DdpmVariance, EmbeddingDistance, EmbeddingLayer, GradMode
+from advpure.config.enums import DdpmVariance, EmbeddingDistance, EmbeddingLayer
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.errors import ConfigError
-from advpure.purifiers.diffpure_ddpm import DiffPureDDPM
-from advpure.purifiers.guidance import GuidedChain
+from advpure.purifiers.diffpure_ddpm import DdpmChainOptions, DiffPureDDPM
+from advpure.purifiers.guidance import GuidedChain, StepConstants
 from advpure.purifiers.noise import NoiseSource
 
 
@@ -80,38 +81,29 @@ class AGDM(GuidedChain, DiffPureDDPM):
         class_scale: scale of log p_phi(y_hat | x_s); 0 turns the term off.
         distance: ``mse``, ``l1`` or ``cosine``.
         embedding: ``logits`` or ``penultimate``.
-        stride, variance, beta_start, beta_end, num_timesteps: the DDPM chain.
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        variance: the DDPM chain's, Sigma_s of the guidance (``beta``, as GDMP).
+        stride, beta_start, beta_end, num_timesteps, grad_mode, seed, surrogate, checkpoint_steps:
+            keyword options of the DDPM chain, see :class:`DiffPureDDPM`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
 
     name = "agdm"
-    supports_guidance = True
 
     def __init__(
         self,
         backbone: EpsilonBackbone,
         auxiliary: nn.Module,
+        *,
         t_star: float = 0.07,
         distance_scale: float = 1.0,
         class_scale: float = 1.0,
         distance: EmbeddingDistance = EmbeddingDistance.mse,
         embedding: EmbeddingLayer = EmbeddingLayer.logits,
-        stride: int = 1,
         variance: DdpmVariance = DdpmVariance.beta,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        num_timesteps: int = 1000,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
+        **options: Unpack[DdpmChainOptions],
     ) -> None:
-        super().__init__(
-            backbone, t_star, stride, variance, beta_start, beta_end, num_timesteps,
-            grad_mode, seed, surrogate, checkpoint_steps,
-        )  # fmt: skip
+        super().__init__(backbone, t_star=t_star, variance=variance, **options)
         for key, value in (("distance_scale", distance_scale), ("class_scale", class_scale)):
             if not float(value) >= 0.0:
                 raise ConfigError(f"purifier.{key}", f"{value!r} is out of range", "set a value >= 0 (0 turns it off)")
@@ -162,20 +154,13 @@ class AGDM(GuidedChain, DiffPureDDPM):
             labels = logits.argmax(1)
         return self.guided_reverse(self.diffuse(x, noise.normal(0, x)), reference, noise, labels)
 
-    def guided_step(
-        self,
-        i: int,
-        x: torch.Tensor,
-        reference: torch.Tensor,
-        z: torch.Tensor | None,
-        z_guide: torch.Tensor | None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Reverse step ``i`` with the mean moved by Sigma_s grad G. x, z: (B, C, H, W);
-        reference: e(x_in) (B, D); context: y_hat (B,)."""
+    def guided_step(self, i: int, x: torch.Tensor, reference: torch.Tensor, constants: StepConstants) -> torch.Tensor:
+        """Reverse step ``i`` with the mean moved by Sigma_s grad G. x, ``constants.z``:
+        (B, C, H, W); reference: e(x_in) (B, D); ``constants.context``: y_hat (B,)."""
+        z, _, labels = constants
         mean = self.step_mean(i, x)
         if self.guided:
-            objective = partial(self.log_guidance, reference=reference, labels=context)
+            objective = partial(self.log_guidance, reference=reference, labels=labels)
             mean = mean + self.step_variances[i] * self.guidance_gradient(objective, x)
         out = mean if z is None else mean + self._steps[i][3] * z
         return out if torch.is_grad_enabled() else out.detach()

@@ -8,7 +8,7 @@ applies the configured gradient mode (:mod:`advpure.purifiers.gradients`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import torch
 from torch import nn
@@ -19,6 +19,21 @@ from advpure.errors import ConfigError
 from advpure.purifiers.checkpointing import checkpointed_step
 from advpure.purifiers.gradients import GRADIENT_RULES
 from advpure.purifiers.noise import NoiseSource, noise_source
+from advpure.purifiers.protocol import capabilities, check_grad_mode
+
+
+class ReverseOptions(TypedDict, total=False):
+    """The keyword options every :class:`ReversePurifier` takes, documented there once.
+
+    A variant forwards them to its parent unchanged, ``**options: Unpack[ReverseOptions]`` (a family
+    base extends this with its own shared options, e.g. ``VPGridOptions``), so that its constructor
+    names only its own parameters; each option's default is the parent constructor's.
+    """
+
+    grad_mode: GradMode
+    seed: int | None
+    surrogate: nn.Module | None
+    checkpoint_steps: bool
 
 
 class ReversePurifier(nn.Module):
@@ -26,12 +41,16 @@ class ReversePurifier(nn.Module):
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``.
-        t_star: diffusion time in (0, 1].
+        t_star: diffusion time in (0, 1] (a variant, or its family's base, declares the published
+            default, keyword-only).
+
+    Keyword options (:class:`ReverseOptions`; every variant takes and forwards them):
         grad_mode: how attacks differentiate this purifier (see :class:`GradMode`).
         seed: ``None`` draws fresh noise from torch's global generator on each call (the defense
             as published); an integer makes every call replay the same noise stream (a
             deterministic purifier: for debugging and gradient checks, not for robustness numbers).
-        surrogate: the cheaper purifier whose gradient ``grad_mode=surrogate`` uses.
+        surrogate: the cheaper purifier whose gradient ``grad_mode=surrogate`` uses (required by
+            that mode, else ignored).
         checkpoint_steps: recompute each step's activations in the backward pass instead of
             storing them, so memory does not grow with the number of steps.
 
@@ -51,6 +70,7 @@ class ReversePurifier(nn.Module):
         self,
         backbone: EpsilonBackbone,
         t_star: float,
+        *,
         grad_mode: GradMode = GradMode.full,
         seed: int | None = None,
         surrogate: nn.Module | None = None,
@@ -65,18 +85,7 @@ class ReversePurifier(nn.Module):
         self.seed = seed
         self.surrogate = surrogate
         self.checkpoint_steps = bool(checkpoint_steps)
-        if self.grad_mode == GradMode.adjoint and not self.supports_adjoint:
-            raise ConfigError(
-                "purifier.grad_mode",
-                f"'adjoint' is torchsde's stochastic adjoint of the VP-SDE; purifier {self.name!r} is not a VP-SDE",
-                "use purifier=diffpure for the adjoint, or purifier.grad_mode=full for exact gradients",
-            )
-        if self.grad_mode == GradMode.guidance_blind and not self.supports_guidance:
-            raise ConfigError(
-                "purifier.grad_mode",
-                f"'guidance_blind' treats a guidance gradient as constant; purifier {self.name!r} has no guidance",
-                "use it with purifier=gdmp, mimicdiffusion or agdm, or set purifier.grad_mode=full",
-            )
+        check_grad_mode(self.grad_mode, capabilities(type(self)))
         if self.grad_mode == GradMode.surrogate and surrogate is None:
             raise ConfigError(
                 "purifier.surrogate",

@@ -21,12 +21,13 @@ from typing import Any
 import torch
 import torchsde
 from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import GradMode, SdeMethod, SdeSolver
+from advpure.config.enums import SdeMethod, SdeSolver
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.diffusion.schedule import VPSchedule
 from advpure.purifiers.noise import NoiseSource
-from advpure.purifiers.vp_grid import VPGridPurifier
+from advpure.purifiers.vp_grid import VPGridOptions, VPGridPurifier
 
 
 class ReverseVPSDE(nn.Module):
@@ -66,14 +67,11 @@ class DiffPure(VPGridPurifier):
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``.
-        t_star: diffusion time in (0, 1] (published: 0.1 for Linf, 0.075 for L2 on CIFAR-10).
-        dt: solver step (published 1e-3: t* = 0.1 is 100 steps); the grid is uniform with
-            round(t* / dt) steps.
-        beta_min, beta_max: VP-SDE coefficients (0.1, 20).
         method: Euler-Maruyama.
         solver: ``loop`` (advpure's Euler-Maruyama loop) or ``torchsde`` (``torchsde.sdeint`` on a
             Brownian path from the noise source: the reference path).
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps: keyword options,
+            see :class:`VPGridPurifier`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
@@ -84,18 +82,12 @@ class DiffPure(VPGridPurifier):
     def __init__(
         self,
         backbone: EpsilonBackbone,
-        t_star: float = 0.1,
-        dt: float = 1e-3,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
+        *,
         method: SdeMethod = SdeMethod.euler,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
         solver: SdeSolver = SdeSolver.loop,
+        **options: Unpack[VPGridOptions],
     ) -> None:
-        super().__init__(backbone, t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps)
+        super().__init__(backbone, **options)
         self.method = SdeMethod(method)
         self.solver = SdeSolver(solver)
 

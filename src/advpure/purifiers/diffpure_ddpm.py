@@ -15,25 +15,30 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import DdpmVariance, GradMode
+from advpure.config.enums import DdpmVariance
 from advpure.diffusion.backbone import EpsilonBackbone
-from advpure.diffusion.schedule import DiscreteSchedule
-from advpure.errors import ConfigError
-from advpure.purifiers.base import ReversePurifier
+from advpure.purifiers.discrete_chain import DiscreteChainOptions, DiscreteChainPurifier
 
 
-class DiffPureDDPM(ReversePurifier):
+class DdpmChainOptions(DiscreteChainOptions, total=False):
+    """What GDMP and AGDM forward to :class:`DiffPureDDPM` unchanged (it documents ``stride`` and
+    declares its default; each of them declares its own ``variance``)."""
+
+    stride: int
+
+
+class DiffPureDDPM(DiscreteChainPurifier):
     """DiffPure on the discrete 1000-step DDPM schedule, ancestral sampling.
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``; called with t = (i + 1) / T.
         t_star: diffusion time in (0, 1]; the chain starts at step round(T t*) (1-based).
-        stride: visit every ``stride``-th step (1: all of them).
         variance: ``posterior`` (beta tilde) or ``beta``.
-        beta_start, beta_end, num_timesteps: the linear DDPM schedule (1e-4, 0.02, 1000).
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        stride: visit every ``stride``-th step, an integer >= 1 (1: all of them).
+        beta_start, beta_end, num_timesteps, grad_mode, seed, surrogate, checkpoint_steps: keyword
+            options, see :class:`DiscreteChainPurifier`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
@@ -43,54 +48,32 @@ class DiffPureDDPM(ReversePurifier):
     def __init__(
         self,
         backbone: EpsilonBackbone,
+        *,
         t_star: float = 0.1,
-        stride: int = 1,
         variance: DdpmVariance = DdpmVariance.posterior,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        num_timesteps: int = 1000,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
+        stride: int = 1,
+        **options: Unpack[DiscreteChainOptions],
     ) -> None:
-        super().__init__(backbone, t_star, grad_mode, seed, surrogate, checkpoint_steps)
-        self.schedule = DiscreteSchedule(beta_start, beta_end, num_timesteps)
-        self.start_step = round(num_timesteps * self.t_star)
-        if self.start_step < 1:
-            raise ConfigError(
-                "purifier.t_star",
-                f"{t_star!r} rounds to step 0 of {num_timesteps}",
-                f"set t_star >= {0.5 / num_timesteps:.4g}",
-            )
-        if stride < 1:
-            raise ConfigError("purifier.stride", f"{stride!r} is out of range", "set an integer >= 1")
+        super().__init__(backbone, t_star=t_star, **options)
+        self.start_step = self.step_at(self.t_star)
         self.stride = int(stride)
         self.variance = DdpmVariance(variance)
-        alpha_bars = self.schedule.alpha_bars.tolist()
-        visited = list(range(self.start_step - 1, -1, -self.stride))
-        targets = [*visited[1:], -1]
+        chain = self.chain(self.stride)
         # Per-step (index s, sqrt(1/a), b / sqrt(1 - alpha_bar_s), noise std), in float64.
         self._steps: list[tuple[int, float, float, float]] = []
         # Per-step variance v of the step's Gaussian, the last step's included (guidance scales by it).
         self.step_variances: list[float] = []
-        for position, (s, s_next) in enumerate(zip(visited, targets, strict=True)):
-            ab = alpha_bars[s]
-            ab_next = 1.0 if s_next < 0 else alpha_bars[s_next]
+        for position, (s, ab, ab_next) in enumerate(chain):
             a = ab / ab_next
             b = 1.0 - a
             v = b * (1.0 - ab_next) / (1.0 - ab) if self.variance == DdpmVariance.posterior else b
-            last = position == len(visited) - 1
+            last = position == len(chain) - 1
             self.step_variances.append(v)
             self._steps.append((s, a**-0.5, b / (1.0 - ab) ** 0.5, 0.0 if last else v**0.5))
-        self._start_alpha_bar = alpha_bars[self.start_step - 1]
 
     @property
     def n_steps(self) -> int:
         return len(self._steps)
-
-    def diffuse(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self._start_alpha_bar**0.5 * x + (1.0 - self._start_alpha_bar) ** 0.5 * noise
 
     def step(self, i: int, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         mean = self.step_mean(i, x)
@@ -99,8 +82,7 @@ class DiffPureDDPM(ReversePurifier):
     def step_mean(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Mean of reverse step ``i``'s Gaussian: (x - b / sqrt(1 - alpha_bar_s) eps(x)) / sqrt(a)."""
         s, inv_sqrt_a, eps_coef, _ = self._steps[i]
-        t = torch.full((x.shape[0],), (s + 1) / self.schedule.num_timesteps, dtype=x.dtype, device=x.device)
-        return inv_sqrt_a * (x - eps_coef * self.backbone(x, t))
+        return inv_sqrt_a * (x - eps_coef * self.backbone_at(s, x))
 
     def step_is_random(self, i: int) -> bool:
         return self._steps[i][3] > 0.0
@@ -110,8 +92,6 @@ class DiffPureDDPM(ReversePurifier):
             "start_step": self.start_step,
             "stride": self.stride,
             "variance": self.variance.value,
-            "beta_start": self.schedule.beta_start,
-            "beta_end": self.schedule.beta_end,
-            "num_timesteps": self.schedule.num_timesteps,
+            **self.schedule_settings(),
             "process": "DDPM ancestral sampling",
         }

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import GradMode, OdeMethod
+from advpure.config.enums import OdeMethod
 from advpure.diffusion.backbone import EpsilonBackbone
-from advpure.purifiers.vp_grid import VPGridPurifier
+from advpure.purifiers.vp_grid import VPGridOptions, VPGridPurifier
 
 
 class DiffPureODE(VPGridPurifier):
@@ -22,11 +22,9 @@ class DiffPureODE(VPGridPurifier):
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``.
-        t_star: diffusion time in (0, 1].
-        dt: solver step; round(t* / dt) uniform steps.
-        beta_min, beta_max: VP-SDE coefficients (0.1, 20).
         method: ``euler`` (first order) or ``heun`` (second order, two network calls per step).
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps: keyword options,
+            see :class:`VPGridPurifier`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
@@ -36,17 +34,11 @@ class DiffPureODE(VPGridPurifier):
     def __init__(
         self,
         backbone: EpsilonBackbone,
-        t_star: float = 0.1,
-        dt: float = 1e-3,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
+        *,
         method: OdeMethod = OdeMethod.euler,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
+        **options: Unpack[VPGridOptions],
     ) -> None:
-        super().__init__(backbone, t_star, dt, beta_min, beta_max, grad_mode, seed, surrogate, checkpoint_steps)
+        super().__init__(backbone, **options)
         self.method = OdeMethod(method)
 
     def velocity(self, t: float, x: torch.Tensor) -> torch.Tensor:

@@ -27,13 +27,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import DdpmVariance, GradMode, GuidanceDistance
+from advpure.config.enums import DdpmVariance, GuidanceDistance
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.errors import ConfigError
-from advpure.purifiers.diffpure_ddpm import DiffPureDDPM
-from advpure.purifiers.guidance import SIMILARITIES, GuidedChain
+from advpure.purifiers.diffpure_ddpm import DdpmChainOptions, DiffPureDDPM
+from advpure.purifiers.guidance import SIMILARITIES, GuidedChain, StepConstants
 from advpure.purifiers.noise import NoiseSource, OffsetNoise
 
 REPEAT_KEY_STRIDE = 50_000  # noise keys of round r start at r * REPEAT_KEY_STRIDE
@@ -45,45 +45,36 @@ class GDMP(GuidedChain, DiffPureDDPM):
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``.
         t_star: diffusion time; the chain starts at step round(T t*) (published: 36 of 1000).
-        n_repeats: rounds of diffuse-and-denoise (published: 4).
+        guide_eps: the perturbation budget the scale is set from, in (0, 1] pixel units (the
+            released code's ``ptb / 255``); the evaluation passes its threat model's eps when the
+            config's is null.
+        n_repeats: rounds of diffuse-and-denoise, an integer >= 1 (published: 4).
         distance: ``mse`` or ``ssim``.
-        guide_scale: published 60000 (MSE, CIFAR-10); 0 turns guidance off.
-        guide_eps: the perturbation budget the scale is set from, in [0, 1] pixel units (the
-            released code's ``ptb / 255``); the evaluation passes its threat model's eps when null.
-        loss_batch_size: the released code's batch size, whose batch mean divides the guidance.
-        stride, variance, beta_start, beta_end, num_timesteps: the DDPM chain (released: every
-            step, variance ``beta``, the "fixedlarge" of the CIFAR-10 model).
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        guide_scale: >= 0, published 60000 (MSE, CIFAR-10); 0 turns guidance off.
+        loss_batch_size: the released code's batch size, whose batch mean divides the guidance (>= 1).
+        variance: the DDPM chain's (released: ``beta``, the "fixedlarge" of the CIFAR-10 model).
+        stride, beta_start, beta_end, num_timesteps, grad_mode, seed, surrogate, checkpoint_steps:
+            keyword options of the DDPM chain, see :class:`DiffPureDDPM` (released: every step).
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
 
     name = "gdmp"
-    supports_guidance = True
 
     def __init__(
         self,
         backbone: EpsilonBackbone,
+        *,
         t_star: float = 0.036,
+        guide_eps: float | None = None,
         n_repeats: int = 4,
         distance: GuidanceDistance = GuidanceDistance.mse,
         guide_scale: float = 60000.0,
-        guide_eps: float | None = None,
         loss_batch_size: int = 100,
-        stride: int = 1,
         variance: DdpmVariance = DdpmVariance.beta,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        num_timesteps: int = 1000,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
+        **options: Unpack[DdpmChainOptions],
     ) -> None:
-        super().__init__(
-            backbone, t_star, stride, variance, beta_start, beta_end, num_timesteps,
-            grad_mode, seed, surrogate, checkpoint_steps,
-        )  # fmt: skip
+        super().__init__(backbone, t_star=t_star, variance=variance, **options)
         if guide_eps is None:
             raise ConfigError(
                 "purifier.guide_eps",
@@ -119,20 +110,13 @@ class GDMP(GuidedChain, DiffPureDDPM):
             current = self.guided_reverse(self.diffuse(current, keys.normal(0, current)), x, keys)
         return current
 
-    def guided_step(
-        self,
-        i: int,
-        x: torch.Tensor,
-        reference: torch.Tensor,
-        z: torch.Tensor | None,
-        z_guide: torch.Tensor | None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def guided_step(self, i: int, x: torch.Tensor, reference: torch.Tensor, constants: StepConstants) -> torch.Tensor:
         """Reverse step ``i`` with the mean shifted along the similarity's gradient.
 
-        x, reference (the input in [-1, 1]), z, z_guide: (B, C, H, W); z_guide diffuses the
-        reference to this step (None when the step has no guidance).
+        x, reference (the input in [-1, 1]), ``constants.z``, ``constants.z_guide``: (B, C, H, W);
+        z_guide diffuses the reference to this step (None when the step has no guidance).
         """
+        z, z_guide, _ = constants
         mean = self.step_mean(i, x)
         alpha_bar, coefficient = self._guides[i]
         if z_guide is not None:

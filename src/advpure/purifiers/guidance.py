@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,16 +91,32 @@ def gradient_of(total: torch.Tensor, state: torch.Tensor, build_graph: bool) -> 
     return grad if build_graph else grad.detach()
 
 
+class StepConstants(NamedTuple):
+    """What a guided step reads besides its state and reference, replayed as-is when a
+    checkpointed step is recomputed; each is None where the step has none.
+
+    z: the step's sampling noise (B, C, H, W); z_guide: its guidance noise (B, C, H, W);
+    context: a constant the guidance reads (AGDM's predicted labels, (B,)).
+    """
+
+    z: torch.Tensor | None
+    z_guide: torch.Tensor | None
+    context: torch.Tensor | None
+
+
 class GuidedChain:
     """Mixin of the guided purifiers: the reverse loop whose steps also see the reference.
 
     The purifier provides ``n_steps``, ``step_is_random(i)``, ``guide_draws_noise(i)``,
     ``checkpoint_steps``, ``backbone_parameters()`` and
-    ``guided_step(i, x, reference, z, z_guide, context) -> x_next``. Step ``i`` draws key ``i + 1``
-    (its sampling noise) and key ``GUIDE_KEY_OFFSET + i + 1`` (its guidance noise, if any).
+    ``guided_step(i, x, reference, constants: StepConstants) -> x_next``. Step ``i`` draws key
+    ``i + 1`` (its sampling noise) and key ``GUIDE_KEY_OFFSET + i + 1`` (its guidance noise, if any).
     ``reference`` is what the guidance compares the state with (the input, or its embedding) and
-    receives gradients; ``context`` is a constant the guidance reads (AGDM's predicted labels) or None.
+    receives gradients. Declares ``supports_guidance`` (the purifier contract's capability: a
+    guidance gradient that ``grad_mode=guidance_blind`` can hold constant) for every guided purifier.
     """
+
+    supports_guidance = True
 
     def guided_reverse(
         self,
@@ -116,13 +133,24 @@ class GuidedChain:
         for i in range(self.n_steps):
             z = noise.normal(i + 1, x) if self.step_is_random(i) else None
             z_guide = noise.normal(GUIDE_KEY_OFFSET + i + 1, x) if self.guide_draws_noise(i) else None
-            step = partial(self.guided_step, i)
+            step = partial(self._step_with_constants, i)
             x = (
                 checkpointed_call(step, (x, reference), (z, z_guide, context), params)
                 if checkpointed
                 else step(x, reference, z, z_guide, context)
             )
         return x
+
+    def _step_with_constants(
+        self, i: int, x: torch.Tensor, reference: torch.Tensor, *constants: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``guided_step`` with its constants as separate tensors (as :func:`checkpointed_call` passes them)."""
+        return self.guided_step(i, x, reference, StepConstants(*constants))
+
+    def guided_step(self, i: int, x: torch.Tensor, reference: torch.Tensor, constants: StepConstants) -> torch.Tensor:
+        """Reverse step ``i``: state x (B, C, H, W) in model space -> the next state, guided toward
+        ``reference``."""
+        raise NotImplementedError
 
     def guide_draws_noise(self, i: int) -> bool:
         """Whether step ``i``'s guidance draws noise (default: no)."""

@@ -27,59 +27,63 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from typing_extensions import Unpack
 
 from advpure.config.enums import GradMode, GuidanceOperator, GuidedStart
 from advpure.diffusion.backbone import EpsilonBackbone
-from advpure.diffusion.schedule import DiscreteSchedule
 from advpure.errors import ConfigError
-from advpure.purifiers.base import ReversePurifier
-from advpure.purifiers.guidance import GuidedChain, channel_l1_distance, differentiable, gradient_of, upsampler
+from advpure.purifiers.discrete_chain import DiscreteChainOptions, DiscreteChainPurifier
+from advpure.purifiers.guidance import (
+    GuidedChain,
+    StepConstants,
+    channel_l1_distance,
+    differentiable,
+    gradient_of,
+    upsampler,
+)
 from advpure.purifiers.noise import NoiseSource
 
 
-class MimicDiffusion(GuidedChain, ReversePurifier):
+class MimicDiffusion(GuidedChain, DiscreteChainPurifier):
     """MimicDiffusion purification.
 
     Args:
         backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``; called with t = (s + 1) / T.
-        t_star: where a ``diffused`` start begins (ignored by the ``noise`` start, which begins at T).
+        t_star: where a ``diffused`` start begins, in (0, 1] (ignored by the ``noise`` start, which
+            begins at T).
+        stride: visit every ``stride``-th step, an integer >= 1 (released: 10, i.e. 100 steps from 999;
+            checked by :meth:`DiscreteChainPurifier.chain`).
         start: ``noise`` (released) or ``diffused``.
-        stride: visit every ``stride``-th step (released: 10, i.e. 100 steps from 999).
-        rho: guidance scale (released: 3000); 0 is the unguided DDIM (eta = 1) chain.
-        guidance_window: (low, high) fractions of the chain; guidance at positions low n < k < high n.
-        operator, operator_factor: the short-range operator (released: nearest, x4).
-        loss_batch_size: the released batch size whose batch mean divides the guidance (16).
-        beta_start, beta_end, num_timesteps: the linear DDPM schedule.
-        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+        rho: guidance scale >= 0 (released: 3000); 0 is the unguided DDIM (eta = 1) chain.
+        guidance_window: (low, high) fractions of the chain, 0 <= low < high <= 1; guidance at
+            positions low n < k < high n.
+        operator, operator_factor: the short-range operator and its integer factor >= 1 (released:
+            nearest, x4).
+        loss_batch_size: the released batch size whose batch mean divides the guidance (16; >= 1).
+        beta_start, beta_end, num_timesteps, grad_mode, seed, surrogate, checkpoint_steps: keyword
+            options, see :class:`DiscreteChainPurifier`.
 
     Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
     """
 
     name = "mimicdiffusion"
-    supports_guidance = True
 
     def __init__(
         self,
         backbone: EpsilonBackbone,
+        *,
         t_star: float = 1.0,
-        start: GuidedStart = GuidedStart.noise,
         stride: int = 10,
+        start: GuidedStart = GuidedStart.noise,
         rho: float = 3000.0,
         guidance_window: tuple[float, float] | list[float] = (0.2, 0.9),
         operator: GuidanceOperator = GuidanceOperator.nearest,
         operator_factor: int = 4,
         loss_batch_size: int = 16,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        num_timesteps: int = 1000,
-        grad_mode: GradMode = GradMode.full,
-        seed: int | None = None,
-        surrogate: nn.Module | None = None,
-        checkpoint_steps: bool = True,
+        **options: Unpack[DiscreteChainOptions],
     ) -> None:
-        super().__init__(backbone, t_star, grad_mode, seed, surrogate, checkpoint_steps)
+        super().__init__(backbone, t_star=t_star, **options)
         low, high = (float(v) for v in guidance_window)
         if not 0.0 <= low < high <= 1.0:
             raise ConfigError(
@@ -87,11 +91,7 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
                 f"{list(guidance_window)!r} is out of range",
                 "set [low, high], 0 <= low < high <= 1",
             )
-        for key, value in (
-            ("stride", stride),
-            ("operator_factor", operator_factor),
-            ("loss_batch_size", loss_batch_size),
-        ):
+        for key, value in (("operator_factor", operator_factor), ("loss_batch_size", loss_batch_size)):
             if int(value) < 1:
                 raise ConfigError(f"purifier.{key}", f"{value!r} is out of range", "set an integer >= 1")
         if float(rho) < 0:
@@ -104,25 +104,17 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         self.operator_factor = int(operator_factor)
         self.project = upsampler(self.operator, self.operator_factor)
         self.loss_batch_size = int(loss_batch_size)
-        self.schedule = DiscreteSchedule(beta_start, beta_end, num_timesteps)
-        self.start_step = num_timesteps if self.start == GuidedStart.noise else round(num_timesteps * self.t_star)
-        if self.start_step < 1:
-            raise ConfigError(
-                "purifier.t_star", f"{t_star!r} rounds to step 0", f"set t_star >= {0.5 / num_timesteps:.4g}"
-            )
-        alpha_bars = self.schedule.alpha_bars.tolist()
-        visited = list(range(self.start_step - 1, -1, -self.stride))
-        targets = [*visited[1:], -1]
-        n = len(visited)
+        noise_start = self.start == GuidedStart.noise
+        self.start_step = self.schedule.num_timesteps if noise_start else self.step_at(self.t_star)
+        chain = self.chain(self.stride)
+        n = len(chain)
         # Per position k: (step s, a_s, a_s', c1, c2, guided), in float64.
         self._steps: list[tuple[int, float, float, float, float, bool]] = []
-        for k, (s, s_next) in enumerate(zip(visited, targets, strict=True)):
-            a, a_next = alpha_bars[s], 1.0 if s_next < 0 else alpha_bars[s_next]
+        for k, (s, a, a_next) in enumerate(chain):
             c1 = ((1.0 - a / a_next) * (1.0 - a_next) / (1.0 - a)) ** 0.5
             c2 = max(1.0 - a_next - c1**2, 0.0) ** 0.5
             guided = self.rho > 0 and low * n < k < high * n
             self._steps.append((s, a, a_next, c1, c2, guided))
-        self._start_alpha_bar = alpha_bars[self.start_step - 1]
 
     @property
     def n_steps(self) -> int:
@@ -132,9 +124,8 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         return self._steps[i][3] > 0.0
 
     def diffuse(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        if self.start == GuidedStart.noise:
-            return noise
-        return self._start_alpha_bar**0.5 * x + (1.0 - self._start_alpha_bar) ** 0.5 * noise
+        """The ``noise`` start: the noise itself; ``diffused``: x diffused to ``start_step``."""
+        return noise if self.start == GuidedStart.noise else super().diffuse(x, noise)
 
     def purify_signed(self, x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         return self.guided_reverse(self.diffuse(x, noise.normal(0, x)), x, noise)
@@ -145,17 +136,10 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         short_range = channel_l1_distance(self.project(x0_hat), self.project(reference))
         return long_range / self.loss_batch_size, short_range / self.loss_batch_size
 
-    def guided_step(
-        self,
-        i: int,
-        x: torch.Tensor,
-        reference: torch.Tensor,
-        z: torch.Tensor | None,
-        z_guide: torch.Tensor | None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def guided_step(self, i: int, x: torch.Tensor, reference: torch.Tensor, constants: StepConstants) -> torch.Tensor:
         """DDIM (eta = 1) step at position ``i``, minus rho sqrt(a_s) times the guidance gradient
-        inside the window. x, reference (the input in [-1, 1]), z: (B, C, H, W)."""
+        inside the window. x, reference (the input in [-1, 1]), ``constants.z``: (B, C, H, W)."""
+        z = constants.z
         s, a, a_next, c1, c2, guided = self._steps[i]
         outer_graph = torch.is_grad_enabled()
         build_graph = guided and outer_graph and self.grad_mode != GradMode.guidance_blind
@@ -165,8 +149,7 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
         attention = sdpa_kernel(SDPBackend.MATH) if build_graph else nullcontext()
         with torch.enable_grad() if guided else nullcontext(), attention:
             state = differentiable(x) if guided else x
-            t = torch.full((x.shape[0],), (s + 1) / self.schedule.num_timesteps, dtype=x.dtype, device=x.device)
-            eps = self.backbone(state, t)
+            eps = self.backbone_at(s, state)
             x0_hat = (state - (1.0 - a) ** 0.5 * eps) / a**0.5
             out = a_next**0.5 * x0_hat + c2 * eps
             if guided:
@@ -188,8 +171,6 @@ class MimicDiffusion(GuidedChain, ReversePurifier):
             "operator_factor": self.operator_factor,
             "short_range_duplicates_long_range": self.operator == GuidanceOperator.nearest,
             "loss_batch_size": self.loss_batch_size,
-            "beta_start": self.schedule.beta_start,
-            "beta_end": self.schedule.beta_end,
-            "num_timesteps": self.schedule.num_timesteps,
+            **self.schedule_settings(),
             "process": "DDIM (eta = 1) guided by long- and short-range L1 distances (MimicDiffusion)",
         }

@@ -91,3 +91,23 @@ def capabilities(purifier_class: type, key: str = "purifier._target_") -> Capabi
         supports_adjoint=bool(purifier_class.supports_adjoint),
         supports_guidance=bool(purifier_class.supports_guidance),
     )
+
+
+def check_grad_mode(grad_mode: GradMode, declared: Capabilities) -> None:
+    """``ConfigError`` on ``purifier.grad_mode`` when a purifier class that ``declared`` its
+    capabilities cannot be differentiated as ``grad_mode`` says: ``adjoint`` needs
+    ``supports_adjoint``, ``guidance_blind`` needs ``supports_guidance``. Start-up validation
+    calls it on the configured class; a purifier, on its own class when it is built."""
+    if grad_mode == GradMode.adjoint and not declared.supports_adjoint:
+        raise ConfigError(
+            "purifier.grad_mode",
+            f"'adjoint' is torchsde's stochastic adjoint of the continuous VP-SDE; purifier {declared.name!r} is "
+            "not one (a discrete or guided sampler has no adjoint)",
+            "use purifier=diffpure for the adjoint, or purifier.grad_mode=full for exact gradients",
+        )
+    if grad_mode == GradMode.guidance_blind and not declared.supports_guidance:
+        raise ConfigError(
+            "purifier.grad_mode",
+            f"'guidance_blind' treats a guidance gradient as constant; purifier {declared.name!r} has no guidance",
+            "use it with purifier=gdmp, mimicdiffusion or agdm, or set purifier.grad_mode=full",
+        )

@@ -9,31 +9,52 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from typing_extensions import Unpack
 
-from advpure.config.enums import GradMode
 from advpure.diffusion.backbone import EpsilonBackbone
 from advpure.diffusion.schedule import VPSchedule
 from advpure.errors import ConfigError
-from advpure.purifiers.base import ReversePurifier
+from advpure.purifiers.base import ReverseOptions, ReversePurifier
+
+
+class VPGridOptions(ReverseOptions, total=False):
+    """What DiffPure and DiffPureODE forward unchanged, ``**options: Unpack[VPGridOptions]``: the
+    grid's options (:class:`VPGridPurifier` documents them and declares their defaults) and every
+    reverse purifier's (:class:`ReverseOptions`)."""
+
+    t_star: float
+    dt: float
+    beta_min: float
+    beta_max: float
 
 
 class VPGridPurifier(ReversePurifier):
-    """A :class:`ReversePurifier` on the VP-SDE (beta_min, beta_max) with a uniform step ``dt``."""
+    """A :class:`ReversePurifier` on the VP-SDE (beta_min, beta_max) with a uniform step ``dt``.
+
+    Args:
+        backbone: ``(x in [-1, 1], t in [0, 1]) -> eps``, called at the grid's times t in (0, t*].
+
+    Keyword options (:class:`VPGridOptions`; the SDE and the ODE take and forward them):
+        t_star: diffusion time in (0, 1] (published: 0.1 for Linf, 0.075 for L2 on CIFAR-10).
+        dt: solver step in (0, t*] (published 1e-3: t* = 0.1 is 100 steps); the grid is uniform
+            with round(t* / dt) steps.
+        beta_min, beta_max: VP-SDE coefficients, 0 < beta_min < beta_max (0.1, 20).
+        grad_mode, seed, surrogate, checkpoint_steps: see :class:`ReversePurifier`.
+
+    Shapes: x (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1].
+    """
 
     def __init__(
         self,
         backbone: EpsilonBackbone,
-        t_star: float,
-        dt: float,
-        beta_min: float,
-        beta_max: float,
-        grad_mode: GradMode,
-        seed: int | None,
-        surrogate: nn.Module | None,
-        checkpoint_steps: bool,
+        *,
+        t_star: float = 0.1,
+        dt: float = 1e-3,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        **options: Unpack[ReverseOptions],
     ) -> None:
-        super().__init__(backbone, t_star, grad_mode, seed, surrogate, checkpoint_steps)
+        super().__init__(backbone, t_star=t_star, **options)
         if not 0.0 < float(dt) <= self.t_star:
             raise ConfigError("purifier.dt", f"{dt!r} is out of range", f"set a value in (0, t_star={self.t_star}]")
         self.dt = float(dt)

@@ -9,13 +9,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from advpure.sweeps.report import write_sweep_report
+from advpure.sweeps.summary import write_sweep_report
 
 log = logging.getLogger(__name__)
 
 
 class SweepReportCallback(Callback):
-    """Writes sweep.md / .csv / .json / .png (see :mod:`advpure.sweeps.report`) after the last job."""
+    """Writes sweep.md / .csv / .json / .png (see :mod:`advpure.sweeps.summary`) after the last job."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

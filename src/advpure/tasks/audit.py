@@ -37,18 +37,17 @@ from torch.utils.data import Dataset
 
 from advpure.attacks.base import Attack
 from advpure.audit.base import AuditContext
-from advpure.audit.report import AuditReport, compare_cost, format_audit, run_audit, write_audit
 from advpure.audit.settings import AuditSchema
+from advpure.audit.verdicts import AuditReport, compare_cost, format_audit, run_audit, write_audit
 from advpure.errors import ConfigError
 from advpure.evaluation.batches import BatchPlan
 from advpure.evaluation.compute import forward_equivalents
 from advpure.evaluation.module import EvaluationModule
-from advpure.evaluation.report import format_table, summarize
 from advpure.evaluation.subsets import dataset_labels, select_subset
+from advpure.evaluation.tables import format_table, summarize
 from advpure.fingerprints import fingerprint, package_versions
-from advpure.instantiate import build
 from advpure.io import JsonFileError, read_json, write_json_atomic
-from advpure.tasks.components import build_classifier, build_purifier
+from advpure.tasks.components import build_defense, one_device
 from advpure.tasks.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -70,15 +69,6 @@ def audited_result_key(result_key: str, config: dict[str, Any]) -> str:
     if not task.get("audit"):
         return result_key
     return fingerprint({"results": result_key, "audit": {key: task.get(key) for key in AUDIT_TASK_KEYS}})
-
-
-def attack_factory(node: DictConfig, eps: float) -> Callable[..., Attack]:
-    """``make(**overrides)``: a new attack from the ``attack`` node with eps ``eps`` unless overridden."""
-
-    def make(**overrides: Any) -> Attack:
-        return build(node, key="attack", **{"eps": eps, **overrides})
-
-    return make
 
 
 def load_images(dataset: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,11 +164,6 @@ def note_audit(logger: Any, audit: dict[str, Any] | None) -> None:
 # ---------------------------------------------------------------------------- task=audit
 
 
-def _device(cfg: DictConfig) -> torch.device:
-    accelerator = str(getattr(cfg.hardware.accelerator, "value", cfg.hardware.accelerator))
-    return torch.device("cuda" if accelerator in ("gpu", "auto") and torch.cuda.is_available() else "cpu")
-
-
 def _finished_run(run_dir: Path) -> tuple[DictConfig, dict[str, Any]]:
     """A finished evaluate run folder's config and results (``ConfigError`` naming ``task.run_dir``)."""
     config_path, results_path = run_dir / ".hydra" / "config.yaml", run_dir / "results.json"
@@ -208,16 +193,9 @@ def audit(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     task = cfg.task
     run_dir = Path(task.run_dir).expanduser() if task.run_dir else None
     setting, finished = _finished_run(run_dir) if run_dir is not None else (cfg, None)
-    device = _device(cfg)
-    datamodule = build(setting.dataset, key="dataset")
-    classifier = build_classifier(setting.classifier, require_weights=True)
-    norm = setting.attack.norm
-    eps = setting.attack.eps if setting.attack.eps is not None else datamodule.standard_eps[norm]
-    purifier = build_purifier(setting.purifier, setting.diffusion, threat_eps=eps)
-    classifier.requires_grad_(False)
-    purifier.requires_grad_(False)
-    attack = build(setting.attack, key="attack", eps=eps)
-    datamodule.setup("test")
+    device = one_device(cfg.hardware, "audit")
+    defense = build_defense(setting)
+    datamodule, classifier, purifier, attack = defense.datamodule, defense.classifier, defense.purifier, defense.attack
     seed = int(setting.seed)
     n_draws = max(int(task.n_vote), int(task.n_worst))
     module = EvaluationModule(
@@ -273,7 +251,7 @@ def audit(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
         x.to(device),
         y.to(device),
         options,
-        make_attack=attack_factory(setting.attack, eps),
+        make_attack=defense.attack_factory(),
         records=all_records[:n],
         all_records=all_records,
         seed=seed,

@@ -38,18 +38,25 @@ from advpure.certify.denoisers import (
     dds_level,
     schedule_of,
 )
-from advpure.certify.report import PUBLISHED_N, PUBLISHED_N0, correct_radii, format_markdown, summarize, write_run_files
+from advpure.certify.results import (
+    PUBLISHED_N,
+    PUBLISHED_N0,
+    correct_radii,
+    format_markdown,
+    summarize,
+    write_run_files,
+)
 from advpure.certify.smoothing import certify as certify_input
 from advpure.certify.store import CertificateStore
-from advpure.config.schema_certify import DenoiserKind
+from advpure.config.schema.certify import DenoiserKind
 from advpure.errors import ConfigError
 from advpure.evaluation.batches import stream_seed
 from advpure.evaluation.subsets import dataset_labels, select_subset
-from advpure.fingerprints import package_versions, work_key
+from advpure.fingerprints import RUN_NEUTRAL_KEYS, package_versions, work_key
 from advpure.instantiate import build
 from advpure.io import require_writable
 from advpure.purifiers.protocol import capabilities
-from advpure.tasks.components import build_classifier, build_logger, purification_backbone, purifier_on
+from advpure.tasks.components import build_classifier, build_logger, one_device, purification_backbone, purifier_on
 from advpure.tasks.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -57,21 +64,14 @@ log = logging.getLogger(__name__)
 # Config keys that cannot change one image's certificate: what runs where, which images are
 # chosen, how results are summarized, and the attack group (certify runs no attack).
 NUMBER_NEUTRAL_KEYS = (
-    "logger",
-    "paths",
-    "hydra",
-    "budget",
+    *RUN_NEUTRAL_KEYS,
     "attack",
-    "hardware.devices",
-    "hardware.strategy",
-    "hardware.num_nodes",
     "task.n_images",
     "task.image_stride",
     "task.subset_seed",
     "task.subset_index",
     "task.class_balanced",
     "task.radii",
-    "task.resume",
 )
 PROGRESS_MIN_BATCHES = 20  # an image of at least this many batches gets its own progress bar
 
@@ -90,7 +90,7 @@ def certify(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     task = cfg.task
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     require_writable(cfg.paths.evaluations, "paths.evaluations")
-    device = certify_device(cfg.hardware)
+    device = one_device(cfg.hardware, "certify")
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     store = CertificateStore(cfg.paths.evaluations, work_key(config, NUMBER_NEUTRAL_KEYS))  # type: ignore[arg-type]
 
@@ -132,25 +132,6 @@ def certify(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     print(f"results: {paths['results.json']}", flush=True)
     _log_metrics(cfg, context, results)
     return results
-
-
-def certify_device(hardware: DictConfig) -> torch.device:
-    """The one device certify runs on: ``hardware.accelerator`` (cpu, gpu, auto) and one device."""
-    devices = hardware.devices
-    if OmegaConf.is_list(devices) and len(devices) == 1:
-        ordinal = int(devices[0])
-    elif devices in (1, "1", "auto"):
-        ordinal = 0
-    else:
-        raise ConfigError(
-            "hardware.devices",
-            f"{devices} devices: certify runs in one process on one device",
-            "set hardware.devices=1; certify several settings at once as a multirun (-m), one job per device",
-        )
-    accelerator = str(getattr(hardware.accelerator, "value", hardware.accelerator))
-    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", ordinal)
-    return torch.device("cpu")
 
 
 def build_smoothed_classifier(cfg: DictConfig, num_classes: int, device: torch.device) -> SmoothedSetup:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from advpure.checkpoints import checkpoint_paths, load_weights
+from advpure.config.enums import Accelerator
 from advpure.diffusion.acceleration import accelerated
 from advpure.diffusion.backbone import EpsilonBackbone, UNetEpsilon
 from advpure.diffusion.precision import with_precision
@@ -23,6 +26,7 @@ from advpure.models.classifier_weights import load_classifier_weights
 from advpure.purifiers.protocol import Purifier, capabilities
 from advpure.purifiers.resize import resized
 from advpure.training.progress import ProgressBar
+from advpure.training.resume import Resume, fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,13 @@ def training_start(net: nn.Module, init_from: str | None, net_node: DictConfig, 
         )
     load_weights(net, init_from, net=net_config(net_node))
     return str(init_from)
+
+
+def group_weights(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """The weight keys of a model group (``classifier``, ``diffusion``) that a training does not
+    load, for :func:`training_start`: ``{"<group>.checkpoint": ..., "<group>.weights": ...}``."""
+    node = cfg[group]
+    return {f"{group}.checkpoint": node.get("checkpoint"), f"{group}.weights": node.get("weights")}
 
 
 def build_backbone(cfg: DictConfig, *, require_weights: bool) -> nn.Module:
@@ -182,3 +193,79 @@ def build_trainer(hardware: DictConfig, logger: Any, run_dir: Path, **kwargs: An
         callbacks=callbacks,
         **kwargs,
     )
+
+
+def one_device(hardware: DictConfig, task: str) -> torch.device:
+    """The one device a single-process task (certify, audit) runs on: ``hardware.accelerator``
+    (cpu, gpu, auto: CUDA when there is one) and one device of ``hardware.devices``."""
+    devices = hardware.devices
+    if OmegaConf.is_list(devices) and len(devices) == 1:
+        ordinal = int(devices[0])
+    elif devices in (1, "1", "auto"):
+        ordinal = 0
+    else:
+        raise ConfigError(
+            "hardware.devices",
+            f"{devices} devices: {task} runs in one process on one device",
+            f"set hardware.devices=1; run several {task} settings at once as a multirun (-m), one job per device",
+        )
+    accelerator = Accelerator(hardware.accelerator)
+    if accelerator == Accelerator.gpu or (accelerator == Accelerator.auto and torch.cuda.is_available()):
+        return torch.device("cuda", ordinal)
+    return torch.device("cpu")
+
+
+@dataclass
+class Defense:
+    """What an evaluation attacks, built from a composed config (:func:`build_defense`)."""
+
+    datamodule: pl.LightningDataModule
+    classifier: nn.Module
+    purifier: Purifier
+    attack: Any
+    eps: float
+    attack_node: DictConfig
+
+    def attack_factory(self) -> Any:
+        """``make(**overrides)``: a new attack from the ``attack`` group with this threat model's eps
+        unless overridden."""
+        node, eps = self.attack_node, self.eps
+
+        def make(**overrides: Any) -> Any:
+            return build(node, key="attack", **{"eps": eps, **overrides})
+
+        return make
+
+
+def build_defense(cfg: DictConfig) -> Defense:
+    """The dataset (test split set up), the classifier and purifier (frozen: attacks differentiate
+    the input only), the threat model's eps (``attack.eps``, else the dataset's standard one) and
+    the attack, from ``cfg``'s dataset, classifier, purifier, diffusion and attack groups."""
+    datamodule = build(cfg.dataset, key="dataset")
+    classifier = build_classifier(cfg.classifier, require_weights=True)
+    eps = cfg.attack.eps if cfg.attack.eps is not None else datamodule.standard_eps[cfg.attack.norm]
+    purifier = build_purifier(cfg.purifier, cfg.diffusion, threat_eps=eps)
+    classifier.requires_grad_(False)
+    purifier.requires_grad_(False)
+    attack = build(cfg.attack, key="attack", eps=eps)
+    datamodule.setup("test")
+    return Defense(datamodule, classifier, purifier, attack, float(eps), cfg.attack)
+
+
+def fit_resumable(
+    cfg: DictConfig, context: Any, module: pl.LightningModule, datamodule: Any, **trainer_kwargs: Any
+) -> tuple[pl.Trainer, Resume]:
+    """Fit ``module`` with the trainer of ``cfg.hardware`` and ``cfg.logger``: an identical training
+    interrupted earlier continues from its last finished epoch (``task.resume``;
+    :mod:`advpure.training.resume`); Lightning's own checkpointing is off. Returns the trainer and the resume state."""
+    resume = prepare_resume(cfg)
+    trainer = build_trainer(
+        cfg.hardware,
+        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
+        context.run_dir,
+        enable_checkpointing=False,
+        callbacks=[resume.callback],
+        **trainer_kwargs,
+    )
+    fit(trainer, module, datamodule, resume.ckpt)
+    return trainer, resume

@@ -16,22 +16,20 @@ from advpure.errors import ConfigError
 from advpure.evaluation.batches import STREAMS, BatchPlan
 from advpure.evaluation.compute import BACKWARD_COST, forward_equivalents
 from advpure.evaluation.module import EvaluationModule
-from advpure.evaluation.report import format_table, summarize, write_results
 from advpure.evaluation.store import BatchStore, evaluation_key
 from advpure.evaluation.subsets import dataset_labels, select_subset
+from advpure.evaluation.tables import format_table, summarize, write_results
 from advpure.fingerprints import package_versions
-from advpure.instantiate import build
 from advpure.io import write_atomic, write_json_atomic
 from advpure.sweeps.objective import objective_value
 from advpure.tasks.audit import (
-    attack_factory,
     audit_evaluation,
     audit_metrics,
     audited_result_key,
     note_audit,
     store_config,
 )
-from advpure.tasks.components import build_classifier, build_logger, build_purifier, build_trainer
+from advpure.tasks.components import build_defense, build_logger, build_trainer
 from advpure.tasks.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -51,17 +49,8 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     finished = store.load_finished(result_key) if cfg.task.resume else None
     if finished is not None:
         return reuse_finished(finished, context, result_key)
-    datamodule = build(cfg.dataset, key="dataset")
-    classifier = build_classifier(cfg.classifier, require_weights=True)
-    norm = cfg.attack.norm
-    eps = cfg.attack.eps if cfg.attack.eps is not None else datamodule.standard_eps[norm]
-    purifier = build_purifier(cfg.purifier, cfg.diffusion, threat_eps=eps)
-    # Attacks need gradients with respect to the input only.
-    classifier.requires_grad_(False)
-    purifier.requires_grad_(False)
-    attack = build(cfg.attack, key="attack", eps=eps)
-
-    datamodule.setup("test")
+    defense = build_defense(cfg)
+    datamodule, classifier, purifier, attack = defense.datamodule, defense.classifier, defense.purifier, defense.attack
     subset_seed = cfg.task.subset_seed
     labels = dataset_labels(datamodule.test_set) if cfg.task.class_balanced else [0] * len(datamodule.test_set)
     chosen = select_subset(labels, cfg.task.n_images, subset_seed, cfg.task.subset_index, cfg.task.class_balanced)
@@ -164,7 +153,7 @@ def evaluate(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     finished = store.finished_folder(result_key)
     if cfg.task.get("audit", False):  # audit.md / audit.json go with the other result files
         all_computed = results["batches"]["reused"] == 0
-        factory = attack_factory(cfg.attack, eps)
+        factory = defense.attack_factory()
         device = trainer.strategy.root_device
         seconds = evaluation_seconds if all_computed else None
         results["audit"] = audit_evaluation(cfg, module, factory, chosen, results, seconds, finished, device)

@@ -22,11 +22,10 @@ from advpure.config.enums import Norm
 from advpure.fingerprints import package_versions
 from advpure.instantiate import build
 from advpure.io import write_json_atomic, write_text_atomic
-from advpure.tasks.components import build_classifier, build_logger, build_trainer, net_config, training_start
+from advpure.tasks.components import build_classifier, fit_resumable, net_config, training_start
 from advpure.tasks.context import RunContext
 from advpure.training.auxiliary import AuxiliaryModule, DiffusionLevels
 from advpure.training.pgd import pgd_attack
-from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +94,14 @@ def train_agdm_aux(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     module = AuxiliaryModule(
         net, levels, task.trades.trades_lambda, adversary, task.eval_steps, lr=task.lr, weight_decay=task.weight_decay
     )
-    resume = prepare_resume(cfg)
-    trainer = build_trainer(
-        cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
-        context.run_dir,
+    trainer, resume = fit_resumable(
+        cfg,
+        context,
+        module,
+        datamodule,
         max_epochs=task.max_epochs,
-        enable_checkpointing=False,
         inference_mode=False,  # the per-epoch robust accuracy runs PGD inside validation
-        callbacks=[resume.callback],
     )
-    fit(trainer, module, datamodule, resume.ckpt)
     if not trainer.is_global_zero:
         return {}
 

@@ -12,10 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from advpure.checkpoints import save_checkpoint
 from advpure.fingerprints import package_versions
 from advpure.instantiate import build
-from advpure.tasks.components import build_logger, build_trainer, net_config, training_start
+from advpure.tasks.components import fit_resumable, group_weights, net_config, training_start
 from advpure.tasks.context import RunContext
 from advpure.training.classifier import ClassifierModule
-from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +27,19 @@ def train_classifier(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset, key="dataset")
     net = build(cfg.classifier.net, key="classifier.net")
-    started_from = training_start(
-        net,
-        cfg.task.init_from,
-        cfg.classifier.net,
-        {"classifier.checkpoint": cfg.classifier.checkpoint, "classifier.weights": cfg.classifier.get("weights")},
-    )
+    started_from = training_start(net, cfg.task.init_from, cfg.classifier.net, group_weights(cfg, "classifier"))
     adversarial = None
     if cfg.task.adversarial.enabled:
         adversarial = OmegaConf.to_container(cfg.task.adversarial, enum_to_str=True)
         adversarial.pop("enabled")
     module = ClassifierModule(net, lr=cfg.task.lr, weight_decay=cfg.task.weight_decay, adversarial=adversarial)
-    resume = prepare_resume(cfg)
-    trainer = build_trainer(
-        cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
-        context.run_dir,
+    trainer, resume = fit_resumable(
+        cfg,
+        context,
+        module,
+        datamodule,
         max_epochs=cfg.task.max_epochs,
-        enable_checkpointing=False,
-        callbacks=[resume.callback],
     )
-    fit(trainer, module, datamodule, resume.ckpt)
     test_acc = float(trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/acc"])
     summary = {
         "task": "train_classifier",

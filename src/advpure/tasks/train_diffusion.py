@@ -20,14 +20,13 @@ from advpure.io import write_atomic
 from advpure.purifiers.sampling import sample_images
 from advpure.tasks.components import (
     build_classifier,
-    build_logger,
-    build_trainer,
+    fit_resumable,
+    group_weights,
     net_config,
     training_start,
 )
 from advpure.tasks.context import RunContext
 from advpure.training.diffusion import DiffusionModule
-from advpure.training.resume import fit, prepare_resume
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +43,19 @@ def train_diffusion(cfg: DictConfig, context: RunContext) -> dict[str, Any]:
             "task.init_from=<its path without extension>",
         )
     backbone = build(cfg.diffusion.net, key="diffusion.net")
-    started_from = training_start(
-        backbone,
-        cfg.task.init_from,
-        cfg.diffusion.net,
-        {"diffusion.checkpoint": cfg.diffusion.checkpoint, "diffusion.weights": cfg.diffusion.get("weights")},
-    )
+    started_from = training_start(backbone, cfg.task.init_from, cfg.diffusion.net, group_weights(cfg, "diffusion"))
     task = cfg.task
     schedule = DiscreteSchedule(task.beta_start, task.beta_end, task.num_train_timesteps)
     module = DiffusionModule(backbone, schedule, lr=task.lr, warmup_steps=task.warmup_steps, ema_decay=task.ema_decay)
-    resume = prepare_resume(cfg)
-    trainer = build_trainer(
-        cfg.hardware,
-        build_logger(cfg.logger, context.run_dir, cfg, sweep=context.sweep),
-        context.run_dir,
+    trainer, resume = fit_resumable(
+        cfg,
+        context,
+        module,
+        datamodule,
         max_steps=task.max_steps,
         gradient_clip_val=task.grad_clip,
-        enable_checkpointing=False,
         check_val_every_n_epoch=25,
-        callbacks=[resume.callback],
     )
-    fit(trainer, module, datamodule, resume.ckpt)
     if not trainer.is_global_zero:
         return {}
 

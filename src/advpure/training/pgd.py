@@ -22,5 +22,5 @@ def pgd_attack(
     """Maximize cross-entropy in the eps-ball from a random start (torch's global generator, so
     each training batch gets a fresh start); x, result (B, C, H, W) in [0, 1]. One PGD-EOT run
     with a single pass per gradient."""
-    attack = PGDEOT(eps, norm, n_iter=steps, n_eot=1, step_size=step_size)
+    attack = PGDEOT(eps, norm=norm, n_iter=steps, n_eot=1, step_size=step_size)
     return attack.run_once(model, x, y, generator=None)

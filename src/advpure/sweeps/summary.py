@@ -4,12 +4,12 @@ The plot draws accuracy against the swept value when a swept key is numeric (t*,
 scale): one line per attack / grad mode / scoring with 95% interval bands; otherwise (e.g. a
 sweep over purifiers) a bar chart of robust accuracy per job.
 A sweep of ``task=certify`` jobs gets certified accuracy at each radius per job and one
-certified-accuracy curve per job instead (:func:`advpure.certify.report.write_certify_sweep_report`).
+certified-accuracy curve per job instead (:func:`advpure.certify.results.write_certify_sweep_report`).
 
 A job's row is labelled by the overrides that differ between jobs (e.g. ``purifier.grad_mode=bpda``).
 Jobs that have no ``results.json`` (failed or still running) are listed as missing, never dropped
 silently. Run by the Hydra callback at the end of a multirun, or by hand on any sweep folder:
-``python -m advpure.sweeps.report outputs/multirun/<date>/<time>_evaluate``.
+``python -m advpure.sweeps.summary outputs/multirun/<date>/<time>_evaluate``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from advpure.io import write_atomic, write_json_atomic, write_text_atomic
+from advpure.io import save_figure, write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -227,9 +227,7 @@ def write_chart(path: Path, rows: list[SweepRow]) -> None:
     ax.set_ylim(0, 105)
     ax.set_ylabel("defended robust accuracy (%)")
     ax.set_title("blue: exact gradient; orange hatched: approximation", fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # Each scoring's metric and how its line is drawn (clean accuracy is the single-draw prediction).
@@ -288,16 +286,14 @@ def write_curves(path: Path, rows: list[SweepRow], axis: str) -> None:
     ax.set_title(title + "; bands: 95% Wilson intervals", fontsize=8)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
     """Write sweep.md, sweep.csv, sweep.json and sweep.png into ``sweep_dir``; returns their paths."""
     rows = collect(sweep_dir)
     if any(row.results is not None and row.results.get("task") == "certify" for row in rows):
-        from advpure.certify.report import write_certify_sweep_report  # task=certify: its own table and curves
+        from advpure.certify.results import write_certify_sweep_report  # task=certify: its own table and curves
 
         return write_certify_sweep_report(sweep_dir, rows)
     flat = table_rows(rows)
@@ -319,7 +315,7 @@ def write_sweep_report(sweep_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m advpure.report SWEEP_DIR`` (or ``advpure.sweeps.report``): (re)write a sweep folder's
+    """``python -m advpure.report SWEEP_DIR`` (or ``advpure.sweeps.summary``): (re)write a sweep folder's
     report. Exit 0 when it was written (``--help``: 0), 2 on a bad folder (one ``error:`` line)."""
     import argparse
 

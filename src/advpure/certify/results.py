@@ -6,7 +6,7 @@ value carries its exact two-sided 95% Clopper-Pearson interval over the images
 (``scipy.stats.binomtest``). A run writes ``certify.csv`` (one row per image), ``certify.md``,
 ``certify.png`` (certified accuracy against radius) and ``results.json``; a multirun of certify
 jobs gets ``sweep.md`` / ``.csv`` / ``.json`` / ``.png`` with one curve per job
-(:func:`write_certify_sweep_report`, called by :mod:`advpure.sweeps.report`).
+(:func:`write_certify_sweep_report`, called by :mod:`advpure.sweeps.summary`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from advpure.certify.smoothing import ABSTAIN
-from advpure.io import write_atomic, write_json_atomic, write_text_atomic
+from advpure.io import save_figure, write_json_atomic, write_text_atomic
 
 PUBLISHED_N = 100_000  # Cohen et al.'s and Carlini et al.'s estimation samples
 PUBLISHED_N0 = 100
@@ -170,9 +170,7 @@ def write_curves(path: Path, curves: Sequence[dict[str, Any]], title: str) -> Pa
     ax.set_title(title + "; bars: 95% Clopper-Pearson intervals at the reported radii", fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -207,7 +205,7 @@ def is_certify(results: dict[str, Any] | None) -> bool:
 
 
 def sweep_records(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """One flat record per job of a sweep (``rows``: :class:`advpure.sweeps.report.SweepRow`)."""
+    """One flat record per job of a sweep (``rows``: :class:`advpure.sweeps.summary.SweepRow`)."""
     flat = []
     for row in rows:
         r = row.results

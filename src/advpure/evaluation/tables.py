@@ -11,7 +11,7 @@ import torch
 
 from advpure.evaluation.metrics import accuracy
 from advpure.evaluation.scoring import score
-from advpure.io import write_atomic, write_json_atomic, write_text_atomic
+from advpure.io import save_figure, write_json_atomic, write_text_atomic
 
 
 def summarize(records: list[dict[str, Any]], n_vote: int = 1, n_worst: int = 1) -> dict[str, dict[str, Any]]:
@@ -224,9 +224,7 @@ def write_panel(path: Path, panel: dict[str, torch.Tensor], class_names: list[st
                 ax.set_title(f"y={int(panel['label'][c])}", fontsize=8)
             if r == len(rows) - 1:
                 ax.set_xlabel(f"pred={int(panel['prediction'][c])}", fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_results(run_dir: Path, results: dict[str, Any], records: list[dict[str, Any]], panel: Any) -> dict[str, Path]:

@@ -1,0 +1,43 @@
+"""Defaults read from the constructor a schema configures, so that a default has one source.
+
+A schema field that is also a constructor parameter of its ``_target_`` class takes its default
+from that constructor (:func:`constructor_default`); a schema whose default differs on purpose
+names the field and why in its ``OWN_DEFAULTS`` (tests/test_one_source.py holds every schema to
+this). A parameter a constructor does not declare but forwards through ``**kwargs`` is looked up
+in the next constructor along the class's MRO that declares it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+def target_of(cls: type) -> str:
+    """The dotted path Hydra's ``_target_`` names ``cls`` by (``advpure.purifiers.gdmp.GDMP``)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def constructor_parameter(cls: type, name: str) -> inspect.Parameter | None:
+    """The parameter ``name`` of ``cls``'s constructor: declared by ``cls.__init__``, or, when that
+    constructor forwards ``**kwargs``, by the first constructor along the MRO that declares it;
+    ``None`` when no constructor the call reaches declares it."""
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        if name in parameters:
+            return parameters[name]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return None
+    return None
+
+
+def constructor_default(cls: type, name: str) -> Any:
+    """The default of ``cls``'s constructor parameter ``name`` (see :func:`constructor_parameter`);
+    ``TypeError`` at import when the constructor has no such parameter or no default for it."""
+    parameter = constructor_parameter(cls, name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise TypeError(f"{target_of(cls)}() has no parameter {name!r} with a default")
+    return parameter.default
