@@ -2,8 +2,6 @@
 class takes that constructor's default (:mod:`.signature`); range checks run once at start-up,
 and :meth:`AttackSchema.check_data` checks the budget against the dataset's images."""
 
-# ruff: noqa: RUF009  (each default is read once, at import, from a constructor's signature)
-
 from __future__ import annotations
 
 import math
@@ -24,10 +22,11 @@ from advpure.attacks.strongest import StrongestAttack
 from advpure.attacks.torchattacks_runner import TorchAttacksRunner
 from advpure.config.checks import require_at_least, require_interval, require_seed
 from advpure.config.enums import AttackLoss, AutoAttackVersion, Norm
-from advpure.config.schema.signature import constructor_default, target_of
+from advpure.config.schema.signature import defaults_from, target_of
 
 
 @dataclass
+@defaults_from(Attack)
 class AttackSchema:
     """Every attack: ``attack(model, x, y) -> x_adv`` with x, x_adv (B, C, H, W) in [0, 1].
 
@@ -40,7 +39,7 @@ class AttackSchema:
     OWN_DEFAULTS: ClassVar[dict[str, str]] = {"eps": "null takes the dataset's standard eps for the norm"}
 
     _target_: str = MISSING
-    norm: Norm = constructor_default(Attack, "norm")
+    norm: Norm
     eps: float | None = None
     n_iter: int | None = None
     n_eot: int | None = None
@@ -81,6 +80,7 @@ class NoAttackSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(AutoAttackRunner)
 class AutoAttackSchema(AttackSchema):
     """AutoAttack (pyautoattack) on the defended model, gradients through the purifier.
 
@@ -90,11 +90,11 @@ class AutoAttackSchema(AttackSchema):
     """
 
     _target_: str = target_of(AutoAttackRunner)
-    version: AutoAttackVersion = constructor_default(AutoAttackRunner, "version")
-    attacks: list[str] | None = constructor_default(AutoAttackRunner, "attacks")
-    n_restarts: int | None = constructor_default(AutoAttackRunner, "n_restarts")
-    seed: int = constructor_default(AutoAttackRunner, "seed")
-    eot_chunk: int | None = constructor_default(AutoAttackRunner, "eot_chunk")
+    version: AutoAttackVersion
+    attacks: list[str] | None
+    n_restarts: int | None
+    seed: int
+    eot_chunk: int | None
 
     def check_variant(self) -> None:
         require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
@@ -103,6 +103,7 @@ class AutoAttackSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(PGDEOT)
 class PGDEOTSchema(AttackSchema):
     """PGD with EOT: ``n_iter`` steps (null: 200), ``n_eot`` passes per gradient (null: 20),
     ``step_size`` (null: 2.5 eps / n_iter), random start, restarts, loss ce | margin | dlr;
@@ -110,12 +111,12 @@ class PGDEOTSchema(AttackSchema):
     memory)."""
 
     _target_: str = target_of(PGDEOT)
-    step_size: float | None = constructor_default(PGDEOT, "step_size")
-    random_start: bool = constructor_default(PGDEOT, "random_start")
-    n_restarts: int = constructor_default(PGDEOT, "n_restarts")
-    loss: AttackLoss = constructor_default(PGDEOT, "loss")
-    seed: int = constructor_default(PGDEOT, "seed")
-    eot_chunk: int | None = constructor_default(PGDEOT, "eot_chunk")
+    step_size: float | None
+    random_start: bool
+    n_restarts: int
+    loss: AttackLoss
+    seed: int
+    eot_chunk: int | None
 
     def check_variant(self) -> None:
         require_interval("step_size", self.step_size, 0.0, low_open=True, allow_none=True)
@@ -125,17 +126,18 @@ class PGDEOTSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(APGDEOT)
 class APGDEOTSchema(AttackSchema):
     """APGD (pyautoattack's ``APGDAttack``) with EOT: ``n_iter`` iterations (null: 100), ``n_eot``
     passes per gradient (null: 20), restarts, loss ce | dlr, step-size threshold ``rho``;
     ``eot_chunk`` as for AutoAttack."""
 
     _target_: str = target_of(APGDEOT)
-    n_restarts: int = constructor_default(APGDEOT, "n_restarts")
-    loss: AttackLoss = constructor_default(APGDEOT, "loss")
-    rho: float = constructor_default(APGDEOT, "rho")
-    eot_chunk: int | None = constructor_default(APGDEOT, "eot_chunk")
-    seed: int = constructor_default(APGDEOT, "seed")
+    n_restarts: int
+    loss: AttackLoss
+    rho: float
+    eot_chunk: int | None
+    seed: int
 
     def check_variant(self) -> None:
         require_at_least("n_restarts", self.n_restarts, 1)
@@ -149,6 +151,7 @@ class APGDEOTSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(BPDAEOT)
 class BPDAEOTSchema(AttackSchema):
     """DiffPure's BPDA+EOT protocol (Linf only): ``n_iter`` sign steps (null: 50) of ``step_size``
     (null: 2/255), ``n_eot`` purifications per gradient (null: 15), defense checks of
@@ -156,9 +159,9 @@ class BPDAEOTSchema(AttackSchema):
     (null: calls no larger than a gradient step's, n_eot * batch images)."""
 
     _target_: str = target_of(BPDAEOT)
-    n_defense_reps: int | None = constructor_default(BPDAEOT, "n_defense_reps")
-    step_size: float | None = constructor_default(BPDAEOT, "step_size")
-    defense_chunk: int | None = constructor_default(BPDAEOT, "defense_chunk")
+    n_defense_reps: int | None
+    step_size: float | None
+    defense_chunk: int | None
 
     def check_variant(self) -> None:
         if self.norm != Norm.Linf:
@@ -171,6 +174,7 @@ class BPDAEOTSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(DiffHammer)
 class DiffHammerSchema(AttackSchema):
     """DiffHammer (Wang et al., NeurIPS 2024): selective EM aggregation over ``n_eot`` purification
     draws (null: 10) with gradient grafting, APGD ``n_iter`` iterations (null: 50) per restart,
@@ -181,13 +185,13 @@ class DiffHammerSchema(AttackSchema):
     most this fraction of draws."""
 
     _target_: str = target_of(DiffHammer)
-    n_restarts: int | None = constructor_default(DiffHammer, "n_restarts")
-    losses: list[AttackLoss] = field(default_factory=lambda: list(constructor_default(DiffHammer, "losses")))
-    em_steps: int = constructor_default(DiffHammer, "em_steps")
-    em_lam: float = constructor_default(DiffHammer, "em_lam")
-    em_alpha: float = constructor_default(DiffHammer, "em_alpha")
-    restart_below: float = constructor_default(DiffHammer, "restart_below")
-    seed: int = constructor_default(DiffHammer, "seed")
+    n_restarts: int | None
+    losses: list[AttackLoss]
+    em_steps: int
+    em_lam: float
+    em_alpha: float
+    restart_below: float
+    seed: int
 
     def check_variant(self) -> None:
         require_at_least("n_restarts", self.n_restarts, 1, allow_none=True)
@@ -203,13 +207,14 @@ class DiffHammerSchema(AttackSchema):
 
 
 @dataclass
+@defaults_from(DiffAttack)
 class DiffAttackSchema(PGDEOTSchema):
     """DiffAttack (Kang et al., NeurIPS 2023): PGD-EOT (null: 100 steps, EOT 20) on the loss plus
     ``deviation_weight`` (advpure's value) times the deviated-reconstruction term on the purifier's
     intermediate states."""
 
     _target_: str = target_of(DiffAttack)
-    deviation_weight: float = constructor_default(DiffAttack, "deviation_weight")
+    deviation_weight: float
 
     def check_variant(self) -> None:
         super().check_variant()
@@ -217,6 +222,7 @@ class DiffAttackSchema(PGDEOTSchema):
 
 
 @dataclass
+@defaults_from(StrongestAttack)
 class StrongestSchema(AttackSchema):
     """The ensemble (:mod:`advpure.attacks.strongest`): ``members`` (name -> an attack option's
     node, composed from conf/attack/ in conf/attack/strongest.yaml), each point kept from the member
@@ -231,8 +237,8 @@ class StrongestSchema(AttackSchema):
     _target_: str = target_of(StrongestAttack)
     _recursive_: bool = False
     members: dict[str, Any] = field(default_factory=dict)
-    n_score: int = constructor_default(StrongestAttack, "n_score")
-    score_chunk: int | None = constructor_default(StrongestAttack, "score_chunk")
+    n_score: int
+    score_chunk: int | None
 
     def check_variant(self) -> None:
         require_at_least("n_score", self.n_score, 1)

@@ -1,8 +1,6 @@
 """Schemas of the ``dataset`` group: LightningDataModules giving NCHW float images in [0, 1] and
 integer labels. Defaults are the data module constructors' (:mod:`.signature`)."""
 
-# ruff: noqa: RUF009  (each default is read once, at import, from a constructor's signature)
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +10,7 @@ from omegaconf import MISSING
 
 from advpure.config.checks import require_at_least, require_interval, require_seed
 from advpure.config.enums import CifarVariant
-from advpure.config.schema.signature import constructor_default, target_of
+from advpure.config.schema.signature import defaults_from, target_of
 from advpure.data.base import ImageDataModule
 from advpure.data.celebahq import CelebAHQDataModule
 from advpure.data.cifar import CifarDataModule
@@ -22,6 +20,7 @@ from advpure.data.svhn import SvhnDataModule
 
 
 @dataclass
+@defaults_from(ImageDataModule)
 class DatasetSchema:
     """A LightningDataModule giving NCHW float images in [0, 1] and integer labels."""
 
@@ -29,8 +28,8 @@ class DatasetSchema:
     OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     _target_: str = MISSING
-    batch_size: int = constructor_default(ImageDataModule, "batch_size")
-    num_workers: int = constructor_default(ImageDataModule, "num_workers")
+    batch_size: int
+    num_workers: int
 
     def __post_init__(self) -> None:
         require_at_least("batch_size", self.batch_size, 1)
@@ -67,12 +66,13 @@ class ResizedDatasetSchema(DatasetSchema):
 
 
 @dataclass
+@defaults_from(DigitsDataModule)
 class DigitsSchema(DatasetSchema):
     """scikit-learn's embedded 8x8 digits (1797 images, 10 classes), stratified seeded split."""
 
     _target_: str = target_of(DigitsDataModule)
-    test_fraction: float = constructor_default(DigitsDataModule, "test_fraction")
-    split_seed: int = constructor_default(DigitsDataModule, "split_seed")
+    test_fraction: float
+    split_seed: int
 
     def check_variant(self) -> None:
         require_interval("test_fraction", self.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
@@ -80,6 +80,7 @@ class DigitsSchema(DatasetSchema):
 
 
 @dataclass
+@defaults_from(CifarDataModule)
 class CifarSchema(DatasetSchema):
     """CIFAR-10/100 (torchvision's python version) read from a local folder without running code;
     ``verify``: MD5 of every file against the official archive's (false: read another file of that
@@ -87,13 +88,14 @@ class CifarSchema(DatasetSchema):
     only if ``download: true``."""
 
     _target_: str = target_of(CifarDataModule)
-    variant: CifarVariant = constructor_default(CifarDataModule, "variant")
+    variant: CifarVariant
     root: str = MISSING
-    download: bool = constructor_default(CifarDataModule, "download")
-    verify: bool = constructor_default(CifarDataModule, "verify")
+    download: bool
+    verify: bool
 
 
 @dataclass
+@defaults_from(ImageNetDataModule)
 class ImageNetSchema(ResizedDatasetSchema):
     """ImageNet from an ImageFolder-style folder ``<root>/<split>/<wnid>/<image>`` (any subset of the
     1000 classes; labels are the standard indices), resized to ``resize`` then center-cropped to
@@ -101,10 +103,10 @@ class ImageNetSchema(ResizedDatasetSchema):
 
     _target_: str = target_of(ImageNetDataModule)
     root: str = MISSING
-    split: str = constructor_default(ImageNetDataModule, "split")
-    train_split: str | None = constructor_default(ImageNetDataModule, "train_split")
-    resize: int = constructor_default(ImageNetDataModule, "resize")
-    crop: int = constructor_default(ImageNetDataModule, "crop")
+    split: str
+    train_split: str | None
+    resize: int
+    crop: int
 
     def check_variant(self) -> None:
         require_at_least("crop", self.crop, 1)
@@ -120,6 +122,7 @@ class ImageNetSchema(ResizedDatasetSchema):
 
 
 @dataclass
+@defaults_from(CelebAHQDataModule)
 class CelebAHQSchema(ResizedDatasetSchema):
     """CelebA-HQ images ``<root>/<images>/`` labelled by one binary ``attribute`` of the CelebA-format
     ``<root>/<attributes_file>`` (1: present, 0: absent), resized to ``image_size``; a seeded split
@@ -127,12 +130,12 @@ class CelebAHQSchema(ResizedDatasetSchema):
 
     _target_: str = target_of(CelebAHQDataModule)
     root: str = MISSING
-    attribute: str = constructor_default(CelebAHQDataModule, "attribute")
-    images: str = constructor_default(CelebAHQDataModule, "images")
-    attributes_file: str = constructor_default(CelebAHQDataModule, "attributes_file")
-    image_size: int = constructor_default(CelebAHQDataModule, "image_size")
-    test_fraction: float = constructor_default(CelebAHQDataModule, "test_fraction")
-    split_seed: int = constructor_default(CelebAHQDataModule, "split_seed")
+    attribute: str
+    images: str
+    attributes_file: str
+    image_size: int
+    test_fraction: float
+    split_seed: int
 
     def check_variant(self) -> None:
         require_at_least("image_size", self.image_size, 1)
@@ -144,6 +147,7 @@ class CelebAHQSchema(ResizedDatasetSchema):
 
 
 @dataclass
+@defaults_from(SvhnDataModule)
 class SvhnSchema(DatasetSchema):
     """torchvision SVHN (32x32, digits 0-9) from a local folder holding ``train_32x32.mat`` and
     ``test_32x32.mat`` (``extra_32x32.mat`` too with ``use_extra``); downloads only if ``download: true``;
@@ -151,9 +155,9 @@ class SvhnSchema(DatasetSchema):
 
     _target_: str = target_of(SvhnDataModule)
     root: str = MISSING
-    use_extra: bool = constructor_default(SvhnDataModule, "use_extra")
-    download: bool = constructor_default(SvhnDataModule, "download")
-    verify: bool = constructor_default(SvhnDataModule, "verify")
+    use_extra: bool
+    download: bool
+    verify: bool
 
 
 DATASET_SCHEMAS: dict[str, type[DatasetSchema]] = {

@@ -9,7 +9,7 @@ from advpure.config.checks import require_at_least, require_interval, require_pa
 from advpure.config.enums import CompileMode, Precision
 from advpure.config.networks import Network
 from advpure.config.schema.classifier import ModelSchema
-from advpure.config.schema.signature import constructor_default
+from advpure.config.schema.signature import defaults_from
 from advpure.diffusion.schedule import DiscreteSchedule
 
 
@@ -21,13 +21,14 @@ def check_linear_betas(beta_start: float, beta_end: float, num_timesteps: int, s
 
 
 @dataclass
+@defaults_from(DiscreteSchedule)
 class LinearBetas:
     """Linear betas from ``beta_start`` to ``beta_end`` over ``num_timesteps`` steps (the DDPM
     schedule, :class:`advpure.diffusion.schedule.DiscreteSchedule`)."""
 
-    beta_start: float = constructor_default(DiscreteSchedule, "beta_start")
-    beta_end: float = constructor_default(DiscreteSchedule, "beta_end")
-    num_timesteps: int = constructor_default(DiscreteSchedule, "num_timesteps")
+    beta_start: float
+    beta_end: float
+    num_timesteps: int
 
     def check_betas(self) -> None:
         check_linear_betas(self.beta_start, self.beta_end, self.num_timesteps, "num_timesteps")

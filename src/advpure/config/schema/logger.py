@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pytorch_lightning.loggers import WandbLogger
 
-from advpure.config.schema.signature import constructor_default
+from advpure.config.schema.signature import defaults_from
 
 
 @dataclass
@@ -21,6 +21,7 @@ class LoggerSchema:
 
 
 @dataclass
+@defaults_from(WandbLogger)
 class WandbLoggerSchema(LoggerSchema):
     """Weights & Biases; offline by default (no account or network needed)."""
 
@@ -35,7 +36,7 @@ class WandbLoggerSchema(LoggerSchema):
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     offline: bool = True
-    save_dir: str = constructor_default(WandbLogger, "save_dir")
+    save_dir: str
 
 
 @dataclass

@@ -1,8 +1,6 @@
 """Schemas of the ``purifier`` group. Every key that is a constructor parameter of the option's
 class takes that constructor's default (:mod:`.signature`); range checks run once at start-up."""
 
-# ruff: noqa: RUF009  (each default is read once, at import, from a constructor's signature)
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from advpure.config.enums import (
 )
 from advpure.config.schema.classifier import ClassifierSchema
 from advpure.config.schema.diffusion import LinearBetas
-from advpure.config.schema.signature import constructor_default, target_of
+from advpure.config.schema.signature import defaults_from, target_of
 from advpure.purifiers.agdm import AGDM
 from advpure.purifiers.base import ReversePurifier
 from advpure.purifiers.diffpure import DiffPure
@@ -40,6 +38,7 @@ from advpure.purifiers.vp_grid import VPGridPurifier
 
 
 @dataclass
+@defaults_from(ReversePurifier)
 class PurifierSchema:
     """Every purifier maps (B, C, H, W) in [0, 1] to the same; built with the backbone."""
 
@@ -47,7 +46,7 @@ class PurifierSchema:
     OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     _target_: str = MISSING
-    grad_mode: GradMode = constructor_default(ReversePurifier, "grad_mode")
+    grad_mode: GradMode
 
     def declared_capabilities(self) -> Capabilities | None:
         """What the class ``_target_`` names declares (:mod:`advpure.purifiers.protocol`); ``None``
@@ -85,6 +84,7 @@ class IdentityPurifierSchema(PurifierSchema):
 
 
 @dataclass
+@defaults_from(ReversePurifier)
 class ReversePurifierSchema(PurifierSchema):
     """A diffusion purifier: diffuse to t*, run a reverse process to 0 (shared keys).
 
@@ -95,9 +95,9 @@ class ReversePurifierSchema(PurifierSchema):
     """
 
     t_star: float = 0.1  # each option's schema takes its class's own default
-    seed: int | None = constructor_default(ReversePurifier, "seed")
-    surrogate: Any = constructor_default(ReversePurifier, "surrogate")
-    checkpoint_steps: bool = constructor_default(ReversePurifier, "checkpoint_steps")
+    seed: int | None
+    surrogate: Any
+    checkpoint_steps: bool
 
     def __post_init__(self) -> None:
         require_interval("t_star", self.t_star, 0.0, 1.0, low_open=True)
@@ -111,12 +111,13 @@ class ReversePurifierSchema(PurifierSchema):
 
 
 @dataclass
+@defaults_from(VPGridPurifier)
 class VPGridSchema(ReversePurifierSchema):
     """Keys of the continuous VP purifiers: uniform step ``dt`` and the VP-SDE's betas."""
 
-    dt: float = constructor_default(VPGridPurifier, "dt")
-    beta_min: float = constructor_default(VPGridPurifier, "beta_min")
-    beta_max: float = constructor_default(VPGridPurifier, "beta_max")
+    dt: float
+    beta_min: float
+    beta_max: float
 
     def check_variant(self) -> None:
         require_interval("dt", self.dt, 0.0, 1.0, low_open=True)
@@ -126,6 +127,7 @@ class VPGridSchema(ReversePurifierSchema):
 
 
 @dataclass
+@defaults_from(DiffPure)
 class DiffPureSchema(VPGridSchema):
     """DiffPure: diffuse to t*, Euler-Maruyama on the reverse VP-SDE from t* to 0.
 
@@ -137,43 +139,46 @@ class DiffPureSchema(VPGridSchema):
     """
 
     _target_: str = target_of(DiffPure)
-    t_star: float = constructor_default(DiffPure, "t_star")
-    method: SdeMethod = constructor_default(DiffPure, "method")
-    solver: SdeSolver = constructor_default(DiffPure, "solver")
+    t_star: float
+    method: SdeMethod
+    solver: SdeSolver
 
 
 @dataclass
+@defaults_from(DiffPureODE)
 class DiffPureODESchema(VPGridSchema):
     """DiffPure with the probability-flow ODE of the VP-SDE (deterministic after diffusing);
     ``method``: euler | heun."""
 
     _target_: str = target_of(DiffPureODE)
-    t_star: float = constructor_default(DiffPureODE, "t_star")
-    method: OdeMethod = constructor_default(DiffPureODE, "method")
+    t_star: float
+    method: OdeMethod
 
 
 @dataclass
+@defaults_from(DiscreteChainPurifier)
 class DiscreteChainSchema(LinearBetas, ReversePurifierSchema):
     """Keys of the purifiers on the discrete DDPM schedule (:class:`DiscreteChainPurifier`): its
     linear betas, which conf/ interpolates from the model's ``diffusion.schedule``."""
 
-    beta_start: float = constructor_default(DiscreteChainPurifier, "beta_start")
-    beta_end: float = constructor_default(DiscreteChainPurifier, "beta_end")
-    num_timesteps: int = constructor_default(DiscreteChainPurifier, "num_timesteps")
+    beta_start: float
+    beta_end: float
+    num_timesteps: int
 
     def check_variant(self) -> None:
         self.check_betas()
 
 
 @dataclass
+@defaults_from(DiffPureDDPM)
 class DiffPureDDPMSchema(DiscreteChainSchema):
     """DiffPure on the discrete DDPM schedule: ancestral sampling from step round(T t*);
     ``variance``: posterior (beta tilde_t) | beta (beta_t)."""
 
     _target_: str = target_of(DiffPureDDPM)
-    t_star: float = constructor_default(DiffPureDDPM, "t_star")
-    stride: int = constructor_default(DiffPureDDPM, "stride")
-    variance: DdpmVariance = constructor_default(DiffPureDDPM, "variance")
+    t_star: float
+    stride: int
+    variance: DdpmVariance
 
     def check_variant(self) -> None:
         require_at_least("stride", self.stride, 1)
@@ -182,6 +187,7 @@ class DiffPureDDPMSchema(DiscreteChainSchema):
 
 
 @dataclass
+@defaults_from(GDMP)
 class GDMPSchema(DiffPureDDPMSchema):
     """GDMP: DDPM purification guided toward the diffused input, ``n_repeats`` rounds.
 
@@ -194,13 +200,13 @@ class GDMPSchema(DiffPureDDPMSchema):
     """
 
     _target_: str = target_of(GDMP)
-    t_star: float = constructor_default(GDMP, "t_star")
-    variance: DdpmVariance = constructor_default(GDMP, "variance")
-    n_repeats: int = constructor_default(GDMP, "n_repeats")
-    distance: GuidanceDistance = constructor_default(GDMP, "distance")
-    guide_scale: float = constructor_default(GDMP, "guide_scale")
-    guide_eps: float | None = constructor_default(GDMP, "guide_eps")
-    loss_batch_size: int = constructor_default(GDMP, "loss_batch_size")
+    t_star: float
+    variance: DdpmVariance
+    n_repeats: int
+    distance: GuidanceDistance
+    guide_scale: float
+    guide_eps: float | None
+    loss_batch_size: int
 
     def check_variant(self) -> None:
         super().check_variant()
@@ -212,6 +218,7 @@ class GDMPSchema(DiffPureDDPMSchema):
 
 
 @dataclass
+@defaults_from(AGDM)
 class AGDMSchema(DiffPureDDPMSchema):
     """AGDM: DDPM purification guided by an adversarially trained auxiliary network's embedding
     distance to the input and its prediction on the input. ``auxiliary``: that network (``net`` +
@@ -228,13 +235,13 @@ class AGDMSchema(DiffPureDDPMSchema):
     OWN_DEFAULTS: ClassVar[dict[str, str]] = {"auxiliary": "a network node built into the constructor's module"}
 
     _target_: str = target_of(AGDM)
-    t_star: float = constructor_default(AGDM, "t_star")
-    variance: DdpmVariance = constructor_default(AGDM, "variance")
+    t_star: float
+    variance: DdpmVariance
     auxiliary: ClassifierSchema = field(default_factory=ClassifierSchema)
-    distance_scale: float = constructor_default(AGDM, "distance_scale")
-    class_scale: float = constructor_default(AGDM, "class_scale")
-    distance: EmbeddingDistance = constructor_default(AGDM, "distance")
-    embedding: EmbeddingLayer = constructor_default(AGDM, "embedding")
+    distance_scale: float
+    class_scale: float
+    distance: EmbeddingDistance
+    embedding: EmbeddingLayer
 
     def check_variant(self) -> None:
         super().check_variant()
@@ -246,6 +253,7 @@ class AGDMSchema(DiffPureDDPMSchema):
 
 
 @dataclass
+@defaults_from(MimicDiffusion)
 class MimicDiffusionSchema(DiscreteChainSchema):
     """MimicDiffusion: DDIM (eta = 1) guided by long- and short-range L1 distances to the input.
 
@@ -259,16 +267,14 @@ class MimicDiffusionSchema(DiscreteChainSchema):
     """
 
     _target_: str = target_of(MimicDiffusion)
-    t_star: float = constructor_default(MimicDiffusion, "t_star")
-    start: GuidedStart = constructor_default(MimicDiffusion, "start")
-    stride: int = constructor_default(MimicDiffusion, "stride")
-    rho: float = constructor_default(MimicDiffusion, "rho")
-    guidance_window: list[float] = field(
-        default_factory=lambda: list(constructor_default(MimicDiffusion, "guidance_window"))
-    )
-    operator: GuidanceOperator = constructor_default(MimicDiffusion, "operator")
-    operator_factor: int = constructor_default(MimicDiffusion, "operator_factor")
-    loss_batch_size: int = constructor_default(MimicDiffusion, "loss_batch_size")
+    t_star: float
+    start: GuidedStart
+    stride: int
+    rho: float
+    guidance_window: list[float]
+    operator: GuidanceOperator
+    operator_factor: int
+    loss_batch_size: int
 
     def check_variant(self) -> None:
         require_at_least("stride", self.stride, 1)

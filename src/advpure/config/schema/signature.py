@@ -10,6 +10,8 @@ in the next constructor along the class's MRO that declares it.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import field
 from typing import Any
 
 
@@ -41,3 +43,28 @@ def constructor_default(cls: type, name: str) -> Any:
     if parameter is None or parameter.default is inspect.Parameter.empty:
         raise TypeError(f"{target_of(cls)}() has no parameter {name!r} with a default")
     return parameter.default
+
+
+def defaults_from(constructor_class: type) -> Callable[[type], type]:
+    """Class decorator, placed under ``@dataclass``: every field the schema annotates without a
+    value takes the default of ``constructor_class``'s constructor parameter of the same name
+    (:func:`constructor_default`), so a schema lists its keys and types once and writes no default
+    again. A list or tuple default becomes a fresh list per instance (OmegaConf's list type), a dict
+    a fresh dict.
+
+    ``@dataclass`` / ``@defaults_from(DigitsDataModule)`` / ``class DigitsSchema(...): split_seed: int``.
+    """
+
+    def apply(schema: type) -> type:
+        for name in inspect.get_annotations(schema):
+            if name in schema.__dict__:
+                continue
+            default = constructor_default(constructor_class, name)
+            if isinstance(default, list | tuple | dict):
+                factory = (lambda d=default: dict(d)) if isinstance(default, dict) else (lambda d=default: list(d))
+                setattr(schema, name, field(default_factory=factory))
+            else:
+                setattr(schema, name, default)
+        return schema
+
+    return apply
