@@ -28,7 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from purification import cifar_unet, device_kind  # noqa: E402
+from bench_paths import T_STAR, cifar_unet, device_kind  # noqa: E402
 
 from advpure.attacks.diffhammer import DiffHammer  # noqa: E402
 from advpure.attacks.losses import LOSSES  # noqa: E402
@@ -36,7 +36,6 @@ from advpure.config.enums import AttackLoss  # noqa: E402
 from advpure.io import write_text_atomic  # noqa: E402
 from advpure.purifiers.diffpure import DiffPure  # noqa: E402
 
-T_STAR = 0.1
 # Predictions, written before measuring, in forward units F (one graph-free purification of the
 # batch). Measured on this CPU (2026-12-02, 5 steps, batch 1 and 4) before this table existed: a
 # checkpointed forward+backward of N copies costs ~3.1 N F (forward, recomputed forward, input-only
