@@ -44,7 +44,10 @@ from advpure.diffusion.schedule import DiscreteSchedule, VPSchedule
 from advpure.errors import ConfigError
 from advpure.purifiers.base import ReversePurifier
 from advpure.purifiers.diffpure import REVERSE_SOLVERS, DiffPure
+from advpure.purifiers.discrete_chain import DiscreteChainPurifier
 from advpure.purifiers.noise import GlobalNoise, NoiseSource
+from advpure.purifiers.protocol import Purifier
+from advpure.purifiers.vp_grid import VPGridPurifier
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,13 @@ def _too_noisy(sigma: float, last_alpha_bar: float) -> None:
 
 def schedule_of(purifier: nn.Module) -> VPSchedule | DiscreteSchedule:
     """The noise schedule a purifier runs on (its ``schedule``): the diffusion model's."""
-    schedule = getattr(purifier, "schedule", None)
-    if not isinstance(schedule, VPSchedule | DiscreteSchedule):
+    if not isinstance(purifier, VPGridPurifier | DiscreteChainPurifier):
         raise ConfigError(
             "purifier",
             f"{type(purifier).__name__} has no VP noise schedule to place sigma on",
             "select a diffusion purifier (purifier=diffpure, diffpure_ddpm or diffpure_ode)",
         )
-    return schedule
+    return purifier.schedule
 
 
 def to_diffusion_state(x_noisy: torch.Tensor, level: DiffusionLevel, noise: NoiseSource) -> torch.Tensor:
@@ -182,9 +184,10 @@ class MultistepDenoiser(nn.Module):
     def __init__(self, purifier: ReversePurifier, level: DiffusionLevel) -> None:
         super().__init__()
         if not isinstance(purifier, ReversePurifier) or purifier.supports_guidance:
+            name = purifier.name if isinstance(purifier, Purifier) else type(purifier).__name__
             raise ConfigError(
                 "purifier",
-                f"{getattr(purifier, 'name', type(purifier).__name__)!r} cannot denoise for certification: a guided "
+                f"{name!r} cannot denoise for certification: a guided "
                 "purifier steers toward its input, which here is the noisy image",
                 "use purifier=diffpure, diffpure_ddpm or diffpure_ode with task.denoiser=multistep",
             )

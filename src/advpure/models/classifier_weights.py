@@ -23,7 +23,7 @@ NormalizedClassifier`) say so with a ``weights_module()`` method.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -43,10 +43,25 @@ NORMALIZATION_KEYS = (("mean", "std"), ("mu", "sigma"), ("normalize.mean", "norm
 UNUSED_PREFIXES: dict[type[nn.Module], str] = {WideResNet: "sub_block1."}
 
 
+@runtime_checkable
+class WrapsPublishedWeights(Protocol):
+    """A classifier whose published state dict belongs to an inner module (e.g. a wrapper adding
+    input normalization): it names that module."""
+
+    def weights_module(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class NormalizesInput(Protocol):
+    """A classifier that normalizes its [0, 1] input inside (``normalize``: mean/std)."""
+
+    normalize: nn.Module
+
+
 def weights_module(model: nn.Module) -> nn.Module:
-    """The module a published state dict belongs to: ``model.weights_module()`` if defined, else ``model``."""
-    getter = getattr(model, "weights_module", None)
-    return getter() if callable(getter) else model
+    """The module a published state dict belongs to: ``model.weights_module()`` if it declares one
+    (:class:`WrapsPublishedWeights`), else ``model``."""
+    return model.weights_module() if isinstance(model, WrapsPublishedWeights) else model
 
 
 def load_classifier_weights(model: nn.Module, path: str | Path, *, key: str = "classifier.weights") -> dict[str, Any]:
@@ -125,7 +140,7 @@ def _check_normalization(
 ) -> None:
     """``CheckpointError`` unless the file's mean/std equal the normalization ``model`` applies."""
     file_mean, file_std = file_norm
-    normalize = getattr(model, "normalize", None)
+    normalize = model.normalize if isinstance(model, NormalizesInput) else None
     if isinstance(normalize, Normalize):
         model_mean, model_std = normalize.mean.flatten().cpu(), normalize.std.flatten().cpu()
     else:  # no normalization inside: the network reads [0, 1] directly
