@@ -22,12 +22,12 @@ from advpure.attacks.strongest import StrongestAttack
 from advpure.attacks.torchattacks_runner import TorchAttacksRunner
 from advpure.config.checks import require_at_least, require_interval, require_seed
 from advpure.config.enums import AttackLoss, AutoAttackVersion, Norm
-from advpure.config.schema.signature import defaults_from, target_of
+from advpure.config.schema.signature import ConstructedSchema, defaults_from, target_of
 
 
 @dataclass
 @defaults_from(Attack)
-class AttackSchema:
+class AttackSchema(ConstructedSchema):
     """Every attack: ``attack(model, x, y) -> x_adv`` with x, x_adv (B, C, H, W) in [0, 1].
 
     ``eps: null`` takes the dataset's standard budget for ``norm``. ``n_iter`` and ``n_eot``
@@ -35,7 +35,6 @@ class AttackSchema:
     ``null`` keeps the attack's own published value.
     """
 
-    # Keys whose default differs on purpose from the constructor's, and why (tests/test_one_source.py).
     OWN_DEFAULTS: ClassVar[dict[str, str]] = {"eps": "null takes the dataset's standard eps for the norm"}
 
     _target_: str = MISSING

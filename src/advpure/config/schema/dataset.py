@@ -4,13 +4,12 @@ integer labels. Defaults are the data module constructors' (:mod:`.signature`)."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from omegaconf import MISSING
 
 from advpure.config.checks import require_at_least, require_interval, require_seed
 from advpure.config.enums import CifarVariant
-from advpure.config.schema.signature import defaults_from, target_of
+from advpure.config.schema.signature import ConstructedSchema, defaults_from, target_of
 from advpure.data.base import ImageDataModule
 from advpure.data.celebahq import CelebAHQDataModule
 from advpure.data.cifar import CifarDataModule
@@ -21,11 +20,8 @@ from advpure.data.svhn import SvhnDataModule
 
 @dataclass
 @defaults_from(ImageDataModule)
-class DatasetSchema:
+class DatasetSchema(ConstructedSchema):
     """A LightningDataModule giving NCHW float images in [0, 1] and integer labels."""
-
-    # Keys whose default differs on purpose from the constructor's, and why (tests/test_one_source.py).
-    OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     _target_: str = MISSING
     batch_size: int

@@ -7,15 +7,12 @@ from typing import ClassVar
 
 from pytorch_lightning.loggers import WandbLogger
 
-from advpure.config.schema.signature import defaults_from
+from advpure.config.schema.signature import ConstructedSchema, defaults_from
 
 
 @dataclass
-class LoggerSchema:
+class LoggerSchema(ConstructedSchema):
     """A Lightning logger (``_target_: null`` for none)."""
-
-    # Keys whose default differs on purpose from the constructor's, and why (tests/test_one_source.py).
-    OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     _target_: str | None = None
 

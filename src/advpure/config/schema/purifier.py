@@ -23,7 +23,7 @@ from advpure.config.enums import (
 )
 from advpure.config.schema.classifier import ClassifierSchema
 from advpure.config.schema.diffusion import LinearBetas
-from advpure.config.schema.signature import defaults_from, target_of
+from advpure.config.schema.signature import ConstructedSchema, defaults_from, target_of
 from advpure.purifiers.agdm import AGDM
 from advpure.purifiers.base import ReversePurifier
 from advpure.purifiers.diffpure import DiffPure
@@ -39,11 +39,8 @@ from advpure.purifiers.vp_grid import VPGridPurifier
 
 @dataclass
 @defaults_from(ReversePurifier)
-class PurifierSchema:
+class PurifierSchema(ConstructedSchema):
     """Every purifier maps (B, C, H, W) in [0, 1] to the same; built with the backbone."""
-
-    # Keys whose default differs on purpose from the constructor's, and why (tests/test_one_source.py).
-    OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     _target_: str = MISSING
     grad_mode: GradMode

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 
 def target_of(cls: type) -> str:
@@ -68,3 +68,12 @@ def defaults_from(constructor_class: type) -> Callable[[type], type]:
         return schema
 
     return apply
+
+
+@dataclass
+class ConstructedSchema:
+    """A config node built as ``_target_(**keys)``: its keys take their defaults from that class's
+    constructor (:func:`defaults_from`), except those it lists in ``OWN_DEFAULTS`` with the reason
+    its default differs (tests/test_one_source.py holds every schema to this)."""
+
+    OWN_DEFAULTS: ClassVar[dict[str, str]] = {}
