@@ -52,6 +52,39 @@ def test_grafting_one_draw_is_the_exact_gradient_through_its_trajectory(defended
     assert grafted.abs().sum() > 0
 
 
+def test_grafting_replays_a_brownian_path_whole_and_is_exact_through_the_selected_trajectory(defended, digits_backbone):
+    """Under ``solver=torchsde`` the reverse noise is one Brownian path over the batch of copies, not
+    keyed draws: the tape records its seed, the replay reproduces the N-evaluation's purifications
+    (a fresh path would not), and the grafted gradient is the exact gradient of each image's loss
+    through its selected copy."""
+    torch.manual_seed(2)
+    purifier = DiffPure(digits_backbone, t_star=0.1, dt=0.02, solver="torchsde").eval().requires_grad_(False)
+    classifier = defended.classifier
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    attack = DiffHammer(eps=0.1, n_eot=4, em_steps=0)
+    evaluation = attack.evaluate_draws(purifier, classifier, x, y, AttackLoss.ce)
+    assert not evaluation.tape.by_row and evaluation.tape.entropies
+
+    def losses(noise) -> torch.Tensor:
+        with torch.no_grad():
+            purified = purifier.purify_copies(x, 4, noise)
+        return LOSSES[AttackLoss.ce](classifier(purified.flatten(0, 1)), y.repeat(4)).view(4, 3)
+
+    torch.testing.assert_close(losses(evaluation.tape.replay()), evaluation.loss, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(losses(NoiseTape()), evaluation.loss)  # another path: other purifications
+    selected = torch.tensor([1, 3, 0])
+    r = evaluation.grads[selected, torch.arange(3)]
+    grafted = attack.graft(purifier, x, r, evaluation, selected)
+    for b in range(3):
+        point = x.clone().requires_grad_(True)
+        purified = purifier.purify_copies(point, 4, evaluation.tape.replay())
+        loss = LOSSES[AttackLoss.ce](classifier(purified[selected[b], b : b + 1]), y[b : b + 1]).sum()
+        (exact,) = torch.autograd.grad(loss, point)
+        torch.testing.assert_close(grafted[b : b + 1], exact[b : b + 1], rtol=1e-4, atol=1e-6)
+        assert exact[torch.arange(3) != b].abs().max() == 0  # copies of other images do not mix
+    assert grafted.abs().sum() > 0
+
+
 def test_em_aggregation_follows_the_draws_that_agree():
     attack = DiffHammer(eps=0.1, n_eot=3, em_steps=5, em_lam=1.0)
     grads = torch.tensor([[[1.0, 0.0]], [[1.0, 0.1]], [[-1.0, 0.0]]])  # (N=3, B=1, D=2)

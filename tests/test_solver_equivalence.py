@@ -84,7 +84,7 @@ def test_the_interval_check_fails_for_a_different_purification(compose_cfg, tmp_
 
 @pytest.mark.slow
 def test_default_job_loop_and_torchsde_reference_agree_on_digits(compose_cfg, tmp_path):
-    """``make run``'s evaluation (AutoAttack rand, 64 images) once per path (~5 and ~6 min)."""
+    """``make run``'s evaluation (the default attack, DiffHammer, on 64 images) once per path."""
     fast = _metrics(compose_cfg, tmp_path, "loop", "logger=none", "task.resume=false")
     reference = _metrics(
         compose_cfg, tmp_path, "torchsde", "logger=none", "task.resume=false", "purifier.solver=torchsde"

@@ -198,11 +198,24 @@ class DiffHammer(BudgetedAttack):
         selected: torch.Tensor,
     ) -> torch.Tensor:
         """d <r, purifier(x_adv)> / d x_adv through each point's selected stored trajectory (its
-        recorded noise replayed), under the purifier's grad mode: one backward pass. (B, C, H, W)."""
+        recorded noise replayed), under the purifier's grad mode: one backward pass of B images.
+        (B, C, H, W). A purification that drew a Brownian path over the batch (``solver=torchsde``,
+        ``grad_mode=adjoint``) cannot be replayed by row: the whole batch of copies is replayed and r
+        sent back through the selected rows, exact but at full EOT's cost."""
         batch = x_adv.shape[0]
-        rows = selected * batch + torch.arange(batch, device=selected.device)
-        replay = RecordedNoise({key: draw[rows] for key, draw in evaluation.tape.draws.items()})
         point = x_adv.detach().requires_grad_(True)
+        columns = torch.arange(batch, device=selected.device)
+        if not evaluation.tape.by_row:
+            # The purification drew a Brownian path over the whole batch of copies (torchsde solver,
+            # adjoint): replay the batch whole and send r back through the selected rows only.
+            with torch.enable_grad():
+                purified = purifier.purify_copies(point, self.n_eot, evaluation.tape.replay())  # (N, B, ...)
+                direction = torch.zeros_like(purified)
+                direction[selected, columns] = r.view(batch, *purified.shape[2:]).to(purified.dtype)
+                (grad,) = torch.autograd.grad(purified, point, grad_outputs=direction)
+            return grad
+        rows = selected * batch + columns
+        replay = RecordedNoise({key: draw[rows] for key, draw in evaluation.tape.draws.items()})
         with torch.enable_grad():
             purified = purifier(point, replay)
             (grad,) = torch.autograd.grad(purified, point, grad_outputs=r.view_as(purified))
@@ -288,5 +301,6 @@ class DiffHammer(BudgetedAttack):
             "restart_below": self.restart_below,
             "seed": self.seed,
             "gradient": "grafted: the EM-aggregated output-space gradient of n_eot purifications, sent back "
-            "once through each point's selected stored trajectory (the purifier's grad mode)",
+            "once through each point's selected stored trajectory (the purifier's grad mode; a trajectory "
+            "on a Brownian path, solver=torchsde or adjoint, is replayed with its whole batch of copies)",
         }

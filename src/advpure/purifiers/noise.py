@@ -76,22 +76,46 @@ class NoiseTape(NoiseSource):
     def __init__(self, source: NoiseSource | None = None) -> None:
         self.source = source or GlobalNoise()
         self.draws: dict[int, torch.Tensor] = {}
+        self.entropies: list[int] = []
 
     def normal(self, key: int, like: torch.Tensor) -> torch.Tensor:
         draw = self.source.normal(key, like)
         self.draws[key] = draw.detach().clone()
         return draw
 
+    def entropy(self) -> int:
+        """The source's seed for a Brownian path, recorded: the whole path is replayed from it (a
+        Brownian path covers the whole batch, so unlike keyed draws it cannot be split by row)."""
+        value = self.source.entropy()
+        self.entropies.append(value)
+        return value
+
+    @property
+    def by_row(self) -> bool:
+        """Whether every draw was keyed (replayable for any subset of the batch's rows): no
+        Brownian path was drawn (``purifier.solver=torchsde`` and ``grad_mode=adjoint`` draw one)."""
+        return not self.entropies
+
     def replay(self) -> RecordedNoise:
-        """A source returning exactly the recorded draws."""
-        return RecordedNoise(self.draws)
+        """A source returning exactly the recorded draws and Brownian paths."""
+        return RecordedNoise(self.draws, self.entropies)
 
 
 class RecordedNoise(NoiseSource):
-    """Replays recorded draws; asking for a key or shape that was not recorded is an error."""
+    """Replays recorded draws (and the seeds of recorded Brownian paths, in order); asking for a
+    key, shape or path that was not recorded is an error."""
 
-    def __init__(self, draws: dict[int, torch.Tensor]) -> None:
+    def __init__(self, draws: dict[int, torch.Tensor], entropies: list[int] | tuple[int, ...] = ()) -> None:
         self.draws = draws
+        self.entropies = list(entropies)
+        self._next_path = 0
+
+    def entropy(self) -> int:
+        if self._next_path >= len(self.entropies):
+            raise KeyError(f"Brownian path {self._next_path} was not recorded ({len(self.entropies)} recorded)")
+        value = self.entropies[self._next_path]
+        self._next_path += 1
+        return value
 
     def normal(self, key: int, like: torch.Tensor) -> torch.Tensor:
         if key not in self.draws:
